@@ -1,0 +1,52 @@
+# projector: `make help` lists the targets.
+
+SHELL := /bin/bash
+GO ?= go
+SQLC_VERSION := v1.31.1
+BIN := $(CURDIR)/.bin
+SQLC := $(BIN)/sqlc-$(SQLC_VERSION)
+# Short fuzz runs in `make test`; `make fuzz FUZZTIME=10m` for long ones.
+FUZZTIME ?= 10s
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+.PHONY: demo
+demo: ## run the whole pipeline locally: in-process Kafka, generated events, local PostgreSQL
+	$(GO) run ./cmd/projector-demo --database-url '$(DATABASE_URL)'
+
+.PHONY: build
+build: ## build bin/projector
+	$(GO) build -o bin/projector ./cmd/projector
+
+.PHONY: test
+test: check ## vet, format and generated-code checks, then every test under the race detector, then short fuzz runs
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: check
+check: $(SQLC) ## go vet, gofmt and a staleness check of the sqlc-generated code
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(SQLC) diff
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 10s)
+	$(GO) test ./projector -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombine$$' -fuzztime $(FUZZTIME)
+
+.PHONY: bench
+bench: ## Go benchmarks of decode, merge and batch building
+	$(GO) test ./projector ./store -run '^$$' -bench . -benchmem
+
+.PHONY: generate
+generate: $(SQLC) ## regenerate the sqlc code from store/internal/dbsqlc/*.sql
+	$(SQLC) generate
+
+$(SQLC):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION)
+	mv $(BIN)/sqlc $(SQLC)

@@ -1,0 +1,138 @@
+// Command projector turns a Kafka stream of workflow events into a
+// run-state projection in PostgreSQL, exactly once.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"strings"
+
+	"github.com/IBM/sarama"
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v3"
+
+	"github.com/projector-run/projector/store"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError is bad input or configuration: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func main() {
+	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "projector: %s\n", oneLine(err))
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// oneLine joins a multi-line error (errors.Join) into one line.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// app holds what the subcommands share, filled in by the root's Before.
+type app struct {
+	log    *logrus.Logger
+	stdout io.Writer
+}
+
+func newApp(stdout, stderr io.Writer) *cli.Command {
+	a := &app{log: logrus.New(), stdout: stdout}
+	a.log.SetOutput(stderr)
+	return &cli.Command{
+		Name:  "projector",
+		Usage: "apply workflow events from Kafka to a run-state projection in PostgreSQL, exactly once",
+		Description: "Each transaction that applies events also stores the partition offsets in PostgreSQL;\n" +
+			"Kafka's committed offsets are never used. Every flag can also be set by the environment\n" +
+			"variable shown in brackets; a flag wins over its variable.",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "brokers", Value: "localhost:9092", Usage: "Kafka bootstrap brokers, comma-separated", Sources: cli.EnvVars("KAFKA_BROKERS")},
+			&cli.StringFlag{Name: "topics", Value: "workflow-events", Usage: "topics to consume, comma-separated", Sources: cli.EnvVars("KAFKA_TOPICS")},
+			&cli.StringFlag{Name: "group", Value: "workflow-projector", Usage: "Kafka consumer group; also keys the stored offsets", Sources: cli.EnvVars("KAFKA_GROUP_ID")},
+			&cli.StringFlag{Name: "database-url", Value: "postgres://postgres@localhost:5432/postgres", Usage: "PostgreSQL connection URL", Sources: cli.EnvVars("DATABASE_URL")},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", Sources: cli.EnvVars("LOG_LEVEL")},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text, or json for machines", Sources: cli.EnvVars("LOG_FORMAT")},
+		},
+		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
+			return ctx, a.setupLogging(cmd.String("log-level"), cmd.String("log-format"))
+		},
+		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
+			return usageError{err}
+		},
+		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+		Commands: []*cli.Command{
+			a.migrateCommand(),
+			a.runCommand(),
+		},
+	}
+}
+
+func (a *app) setupLogging(level, format string) error {
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return usagef("--log-level: %q is not one of debug, info, warn, error", level)
+	}
+	a.log.SetLevel(lvl)
+	switch format {
+	case "text":
+		a.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		a.log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return usagef("--log-format: %q is not text or json", format)
+	}
+	// sarama's own log lines, at debug level: they are many.
+	sarama.Logger = log.New(a.log.WithField("component", "sarama").WriterLevel(logrus.DebugLevel), "", 0)
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// openStore opens the database named by --database-url; a malformed URL
+// is a usage error.
+func (a *app) openStore(ctx context.Context, cmd *cli.Command, maxConns int32) (*store.Store, error) {
+	url := cmd.String("database-url")
+	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: maxConns})
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--database-url: %w", err)}
+	}
+	return st, nil
+}

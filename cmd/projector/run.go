@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v3"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/store"
+)
+
+func (a *app) runCommand() *cli.Command {
+	def := projector.DefaultConfig()
+	return &cli.Command{
+		Name:  "run",
+		Usage: "consume the topics and apply every event exactly once, until SIGINT or SIGTERM",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "until-caught-up", Usage: "exit 0 once every partition's stored offset reaches its high watermark", Sources: cli.EnvVars("UNTIL_CAUGHT_UP")},
+			&cli.IntFlag{Name: "batch-size", Value: def.BatchSize, Usage: "most messages of one partition applied in one transaction", Sources: cli.EnvVars("BATCH_SIZE")},
+			&cli.DurationFlag{Name: "batch-wait", Value: def.BatchWait, Usage: "how long a partition's batch waits for more messages before it is applied", Sources: cli.EnvVars("BATCH_WAIT")},
+			&cli.StringFlag{Name: "kafka-version", Value: def.KafkaVersion, Usage: "Kafka protocol version to speak", Sources: cli.EnvVars("KAFKA_VERSION")},
+			&cli.IntFlag{Name: "db-max-conns", Value: 10, Usage: "PostgreSQL connections; partitions apply in parallel, one connection each", Sources: cli.EnvVars("DB_MAX_CONNS")},
+		},
+		Action: a.run,
+	}
+}
+
+func (a *app) run(ctx context.Context, cmd *cli.Command) error {
+	if cmd.Args().Len() > 0 {
+		return usagef("unexpected argument %q", cmd.Args().First())
+	}
+	cfg := projector.DefaultConfig()
+	cfg.Brokers = splitList(cmd.String("brokers"))
+	cfg.Topics = splitList(cmd.String("topics"))
+	cfg.Group = cmd.String("group")
+	cfg.KafkaVersion = cmd.String("kafka-version")
+	cfg.BatchSize = cmd.Int("batch-size")
+	cfg.BatchWait = cmd.Duration("batch-wait")
+	cfg.UntilCaughtUp = cmd.Bool("until-caught-up")
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	maxConns := cmd.Int("db-max-conns")
+	if maxConns < 1 || maxConns > 1000 {
+		return usagef("--db-max-conns: must be from 1 to 1000, got %d", maxConns)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	st, err := a.openStore(ctx, cmd, int32(maxConns))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	a.log.WithFields(logrus.Fields{
+		"database": store.RedactURL(cmd.String("database-url")), "brokers": cfg.Brokers,
+		"topics": cfg.Topics, "group": cfg.Group,
+	}).Info("starting")
+	if err := a.checkSchema(ctx, st); err != nil {
+		return err
+	}
+
+	w, err := projector.NewWorker(cfg, st, a.log)
+	if err != nil {
+		return usageError{err}
+	}
+	start := time.Now()
+	stopProgress := a.logProgress(ctx, w)
+	err = w.Run(ctx)
+	stopProgress()
+	s := w.Stats()
+	a.log.WithFields(logrus.Fields{
+		"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
+		"messages": s.Messages.Load(), "elapsed": time.Since(start).Round(time.Millisecond).String(),
+	}).Info("stopped")
+	return err
+}
+
+// checkSchema waits for PostgreSQL (retrying, it may be starting) and
+// fails when the database lacks this binary's migrations.
+func (a *app) checkSchema(ctx context.Context, st *store.Store) error {
+	m, err := st.NewMigrator()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	delay := 200 * time.Millisecond
+	for {
+		err := m.CheckCurrent(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if store.IsNotMigrated(err) {
+			return usageError{err}
+		}
+		a.log.WithError(err).WithField("retry_in", delay.String()).Warn("database not reachable; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// logProgress logs the worker's counters every 10 seconds while it works.
+func (a *app) logProgress(ctx context.Context, w *projector.Worker) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		var last int64
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			s := w.Stats()
+			n := s.Messages.Load()
+			if n == last {
+				continue
+			}
+			a.log.WithFields(logrus.Fields{
+				"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
+				"messages_per_s": fmt.Sprintf("%.0f", float64(n-last)/10),
+			}).Info("progress")
+			last = n
+		}
+	}()
+	return func() { cancel(); <-done }
+}

@@ -1,0 +1,90 @@
+package projector
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// Config configures a Worker. Flags and environment variables are bound to
+// it in cmd/projector.
+type Config struct {
+	// Brokers are the Kafka bootstrap addresses. Default localhost:9092.
+	Brokers []string
+	// Topics are the topics to consume. Default workflow-events.
+	Topics []string
+	// Group is the Kafka consumer group, and the key of the stored
+	// offsets. Default workflow-projector.
+	Group string
+	// KafkaVersion is the protocol version sarama speaks. Default 2.8.0.
+	KafkaVersion string
+	// BatchSize is the most messages of one partition applied in one
+	// transaction. Default 1000.
+	BatchSize int
+	// BatchWait is how long a partition's batch waits for more messages
+	// after its first one before it is applied. Default 20ms.
+	BatchWait time.Duration
+	// UntilCaughtUp makes Run return once the stored offset of every
+	// partition of Topics has reached its high watermark. Default false.
+	UntilCaughtUp bool
+	// RetryMin and RetryMax bound the exponential backoff of transient
+	// failures. Default 100ms and 10s.
+	RetryMin, RetryMax time.Duration
+	// Owner names this worker in consumer_offsets.lease_owner. Default
+	// hostname:pid.
+	Owner string
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Brokers:      []string{"localhost:9092"},
+		Topics:       []string{"workflow-events"},
+		Group:        "workflow-projector",
+		KafkaVersion: "2.8.0",
+		BatchSize:    1000,
+		BatchWait:    20 * time.Millisecond,
+		RetryMin:     100 * time.Millisecond,
+		RetryMax:     10 * time.Second,
+	}
+}
+
+// Validate reports every invalid field, one per line.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: at least one broker address is required"))
+	}
+	for _, b := range c.Brokers {
+		if i := strings.LastIndexByte(b, ':'); i <= 0 || i == len(b)-1 {
+			errs = append(errs, fmt.Errorf("brokers: %q is not host:port", b))
+		}
+	}
+	if len(c.Topics) == 0 {
+		errs = append(errs, errors.New("topics: at least one topic is required"))
+	}
+	for _, t := range c.Topics {
+		if t == "" || len(t) > 249 || strings.Trim(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			errs = append(errs, fmt.Errorf("topics: %q is not a valid Kafka topic name", t))
+		}
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("group: must not be empty"))
+	}
+	if _, err := sarama.ParseKafkaVersion(c.KafkaVersion); err != nil {
+		errs = append(errs, fmt.Errorf("kafka-version: %q is not a Kafka version like 2.8.0", c.KafkaVersion))
+	}
+	if c.BatchSize < 1 || c.BatchSize > 100_000 {
+		errs = append(errs, fmt.Errorf("batch-size: must be from 1 to 100000, got %d", c.BatchSize))
+	}
+	if c.BatchWait < 0 || c.BatchWait > time.Minute {
+		errs = append(errs, fmt.Errorf("batch-wait: must be from 0 to 1m, got %s", c.BatchWait))
+	}
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		errs = append(errs, fmt.Errorf("retry: need 0 < min <= max, got %s and %s", c.RetryMin, c.RetryMax))
+	}
+	return errors.Join(errs...)
+}

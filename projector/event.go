@@ -1,0 +1,84 @@
+// Package projector decodes workflow events, computes the run-state
+// projection as a pure function, and consumes a Kafka consumer group into
+// the store with exactly-once semantics.
+package projector
+
+import "time"
+
+// Known event types (contract §2).
+const (
+	TypeRunQueued     = "run.queued"
+	TypeRunStarted    = "run.started"
+	TypeRunSucceeded  = "run.succeeded"
+	TypeRunFailed     = "run.failed"
+	TypeRunCancelled  = "run.cancelled"
+	TypeStepStarted   = "step.started"
+	TypeStepSucceeded = "step.succeeded"
+	TypeStepFailed    = "step.failed"
+	TypeStepSkipped   = "step.skipped"
+)
+
+// Run statuses (contract §3).
+const (
+	StatusQueued    = "queued"
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// Event is one valid workflow event, decoded from a Kafka message value.
+type Event struct {
+	EventID       string
+	EventType     string
+	Source        string
+	WorkflowID    string
+	WorkflowRunID string
+	// Timestamp is truncated to whole microseconds, in UTC.
+	Timestamp time.Time
+	// Attempt is 1..1000, 1 when the event did not say.
+	Attempt int32
+	// StepID is set for step.* events only.
+	StepID string
+	// Error is data.error when the event is run.failed and data.error is a
+	// JSON string; HasError tells whether it was.
+	Error    string
+	HasError bool
+	// Payload is the whole event as received: valid UTF-8 JSON that
+	// PostgreSQL's jsonb accepts.
+	Payload []byte
+}
+
+// TerminalStatus returns the run status a terminal event type decides, and
+// false for every other type.
+func TerminalStatus(eventType string) (string, bool) {
+	switch eventType {
+	case TypeRunSucceeded:
+		return StatusSucceeded, true
+	case TypeRunFailed:
+		return StatusFailed, true
+	case TypeRunCancelled:
+		return StatusCancelled, true
+	}
+	return "", false
+}
+
+// SignalsRunning reports whether an event type is a sign that its attempt
+// is running: run.started or any known step.* type.
+func SignalsRunning(eventType string) bool {
+	switch eventType {
+	case TypeRunStarted, TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped:
+		return true
+	}
+	return false
+}
+
+// IsStep reports whether the type is one of the known step.* types, which
+// require step_id.
+func IsStep(eventType string) bool {
+	switch eventType {
+	case TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped:
+		return true
+	}
+	return false
+}

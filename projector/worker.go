@@ -1,0 +1,510 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v5"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrRejected means PostgreSQL refused the rows of a batch themselves (a
+// data exception, not a connection problem): retrying the same rows fails
+// the same way. The worker then narrows the batch down to the message to
+// blame and stores it as an unstorable dead letter.
+var ErrRejected = errors.New("postgresql rejected the data")
+
+// Applied counts what one batch transaction wrote.
+type Applied struct {
+	// Events is the number of new events stored.
+	Events int
+	// Duplicates is the number of events skipped because their event_id
+	// was already stored, or repeated within the batch.
+	Duplicates int
+	// DeadLetters is the number of invalid messages stored.
+	DeadLetters int
+	// Runs is the number of runs merged.
+	Runs int
+}
+
+// Incident is something about a partition that an operator must see.
+type Incident struct {
+	Kind           string
+	ExpectedOffset int64
+	ActualOffset   int64
+	Detail         string
+}
+
+// IncidentOffsetOutOfRange: the stored offset is not in the partition's
+// log (retention deleted it, or the topic was recreated).
+const IncidentOffsetOutOfRange = "offset_out_of_range"
+
+// Sink is where batches go: the store, in production.
+type Sink interface {
+	// Claim takes the lease of a partition for a new session, creating
+	// its offset row at initialOffset when there is none.
+	Claim(ctx context.Context, group, topic string, partition int32, initialOffset int64, owner string) (Lease, error)
+	// Apply writes a batch and moves the offset behind the fence; it
+	// returns an error wrapping ErrFenced or ErrRejected for those cases.
+	Apply(ctx context.Context, b *Batch) (Applied, error)
+	// Reposition moves a leased partition's offset and records why.
+	Reposition(ctx context.Context, l Lease, to int64, inc Incident) (Lease, error)
+	// StoredOffsets returns the stored next_offset of the group's
+	// partitions.
+	StoredOffsets(ctx context.Context, group string) (map[TopicPartition]int64, error)
+}
+
+// Stats counts a worker's work since it started. Safe for concurrent use.
+type Stats struct {
+	Messages, Events, Duplicates, DeadLetters, Batches atomic.Int64
+	Fenced, Retries, Rebalances, Incidents             atomic.Int64
+}
+
+// Worker consumes the topics with a Kafka consumer group and applies them
+// to a Sink exactly once.
+type Worker struct {
+	cfg   Config
+	sink  Sink
+	log   logrus.FieldLogger
+	stats Stats
+}
+
+// NewWorker checks the configuration and returns a worker.
+func NewWorker(cfg Config, sink Sink, log logrus.FieldLogger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		cfg.Owner = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	return &Worker{cfg: cfg, sink: sink, log: log}, nil
+}
+
+// Stats returns the worker's live counters.
+func (w *Worker) Stats() *Stats { return &w.stats }
+
+func (w *Worker) saramaConfig() *sarama.Config {
+	sc := sarama.NewConfig()
+	sc.ClientID = "projector"
+	sc.Version, _ = sarama.ParseKafkaVersion(w.cfg.KafkaVersion) // checked by Validate
+	sc.Metadata.AllowAutoTopicCreation = false
+	sc.Consumer.Return.Errors = true
+	// Kafka's committed offsets are never used: positions come from
+	// PostgreSQL in Setup, and nothing is committed to Kafka.
+	sc.Consumer.Offsets.AutoCommit.Enable = false
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sc.Consumer.Group.ResetInvalidOffsets = true
+	// An eager strategy: with cooperative rebalancing, partitions added
+	// later start without Setup, so from Kafka's offsets.
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	sc.Consumer.MaxProcessingTime = time.Second
+	sc.ChannelBufferSize = max(256, w.cfg.BatchSize)
+	sc.Consumer.Fetch.Default = 4 << 20
+	return sc
+}
+
+func (w *Worker) backoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = w.cfg.RetryMin
+	b.MaxInterval = w.cfg.RetryMax
+	return b
+}
+
+// retry runs op until it succeeds, returns a permanent error, or ctx ends;
+// failures are logged and retried with capped exponential backoff.
+func retry[T any](ctx context.Context, w *Worker, log logrus.FieldLogger, what string, op func() (T, error)) (T, error) {
+	return backoff.Retry(ctx, op,
+		backoff.WithBackOff(w.backoff()),
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			w.stats.Retries.Add(1)
+			log.WithError(err).WithField("retry_in", next.Round(time.Millisecond).String()).Warn(what + " failed; retrying")
+		}))
+}
+
+// Run consumes until ctx ends (then it returns nil), or, with
+// UntilCaughtUp, until every partition's stored offset has reached its high
+// watermark. Transient failures of the broker or PostgreSQL are retried.
+func (w *Worker) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log := w.log.WithField("group", w.cfg.Group)
+
+	client, err := retry(ctx, w, log, "connect to kafka", func() (sarama.Client, error) {
+		return sarama.NewClient(w.cfg.Brokers, w.saramaConfig())
+	})
+	if err != nil {
+		return ignoreCanceled(ctx, err)
+	}
+	defer client.Close()
+	if _, err := retry(ctx, w, log, "look up topics", func() (struct{}, error) {
+		return struct{}{}, topicsExist(client, w.cfg.Topics)
+	}); err != nil {
+		return ignoreCanceled(ctx, err)
+	}
+
+	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
+	if err != nil {
+		return fmt.Errorf("create consumer group: %w", err)
+	}
+	errsDone := make(chan struct{})
+	go func() {
+		defer close(errsDone)
+		for err := range group.Errors() {
+			log.WithError(err).Warn("consumer error")
+		}
+	}()
+	defer func() { _ = group.Close(); <-errsDone }()
+
+	h := &handler{w: w, client: client, leases: map[TopicPartition]Lease{}}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		bo := w.backoff()
+		for gctx.Err() == nil {
+			err := group.Consume(gctx, w.cfg.Topics, h)
+			switch {
+			case errors.Is(err, sarama.ErrClosedConsumerGroup):
+				return nil
+			case err != nil && gctx.Err() == nil:
+				next := bo.NextBackOff()
+				w.stats.Retries.Add(1)
+				log.WithError(err).WithField("retry_in", next.String()).Warn("consumer group session failed; rejoining")
+				sleep(gctx, next)
+			default:
+				bo.Reset()
+			}
+		}
+		return nil
+	})
+	if w.cfg.UntilCaughtUp {
+		g.Go(func() error {
+			defer cancel()
+			return w.waitCaughtUp(gctx, log, client)
+		})
+	}
+	return ignoreCanceled(ctx, g.Wait())
+}
+
+func ignoreCanceled(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func topicsExist(client sarama.Client, topics []string) error {
+	if err := client.RefreshMetadata(topics...); err != nil {
+		return fmt.Errorf("topics %v: %w", topics, err)
+	}
+	for _, t := range topics {
+		if _, err := client.Partitions(t); err != nil {
+			return fmt.Errorf("topic %q: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// waitCaughtUp returns nil once every partition of the topics has its
+// stored offset at or past its high watermark (an empty partition with no
+// stored row counts as caught up).
+func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, client sarama.Client) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, err := w.caughtUp(ctx, client)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.WithError(err).Warn("check whether caught up")
+		case ok:
+			log.WithField("events", w.stats.Events.Load()).Info("caught up with every partition's high watermark")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, error) {
+	stored, err := w.sink.StoredOffsets(ctx, w.cfg.Group)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range w.cfg.Topics {
+		parts, err := client.Partitions(t)
+		if err != nil {
+			return false, err
+		}
+		for _, p := range parts {
+			hwm, err := client.GetOffset(t, p, sarama.OffsetNewest)
+			if err != nil {
+				return false, err
+			}
+			next, ok := stored[TopicPartition{t, p}]
+			if ok && next >= hwm {
+				continue
+			}
+			if !ok {
+				oldest, err := client.GetOffset(t, p, sarama.OffsetOldest)
+				if err != nil {
+					return false, err
+				}
+				if oldest == hwm {
+					continue
+				}
+			}
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// handler is the sarama consumer-group handler: Setup takes the leases and
+// positions every claim at its stored offset, ConsumeClaim batches one
+// partition's messages and applies them.
+type handler struct {
+	w      *Worker
+	client sarama.Client
+
+	mu     sync.Mutex
+	leases map[TopicPartition]Lease
+}
+
+func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
+	w := h.w
+	ctx := sess.Context()
+	w.stats.Rebalances.Add(1)
+	h.mu.Lock()
+	clear(h.leases)
+	h.mu.Unlock()
+	for topic, parts := range sess.Claims() {
+		for _, p := range parts {
+			log := w.log.WithFields(logrus.Fields{"topic": topic, "partition": p})
+			oldest, err := retry(ctx, w, log, "look up oldest offset", func() (int64, error) {
+				return h.client.GetOffset(topic, p, sarama.OffsetOldest)
+			})
+			if err != nil {
+				return fmt.Errorf("look up oldest offset of %s/%d: %w", topic, p, err)
+			}
+			lease, err := retry(ctx, w, log, "claim partition", func() (Lease, error) {
+				return w.sink.Claim(ctx, w.cfg.Group, topic, p, oldest, w.cfg.Owner)
+			})
+			if err != nil {
+				return fmt.Errorf("claim %s/%d: %w", topic, p, err)
+			}
+			// ResetOffset only moves back and MarkOffset only forward:
+			// both together position exactly at the stored offset.
+			sess.ResetOffset(topic, p, lease.NextOffset, "")
+			sess.MarkOffset(topic, p, lease.NextOffset, "")
+			h.mu.Lock()
+			h.leases[TopicPartition{topic, p}] = lease
+			h.mu.Unlock()
+			log.WithFields(logrus.Fields{"offset": lease.NextOffset, "lease_epoch": lease.Epoch}).Info("claimed partition")
+		}
+	}
+	return nil
+}
+
+func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	w := h.w
+	ctx := sess.Context()
+	tp := TopicPartition{claim.Topic(), claim.Partition()}
+	log := w.log.WithFields(logrus.Fields{"topic": tp.Topic, "partition": tp.Partition})
+	h.mu.Lock()
+	lease, ok := h.leases[tp]
+	h.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("claim of %s/%d without a lease", tp.Topic, tp.Partition)
+	}
+	if start := claim.InitialOffset(); start != lease.NextOffset {
+		var err error
+		if lease, err = h.reposition(ctx, log, lease, start); err != nil {
+			return h.endClaim(log, err)
+		}
+	}
+
+	b := &Batch{Lease: lease}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var timerC <-chan time.Time
+	msgs := claim.Messages()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			b.Add(convert(m))
+		fill:
+			for b.Len() < w.cfg.BatchSize {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						return nil
+					}
+					b.Add(convert(m))
+				default:
+					break fill
+				}
+			}
+			if b.Len() < w.cfg.BatchSize && w.cfg.BatchWait > 0 {
+				if timerC == nil {
+					timer.Reset(w.cfg.BatchWait)
+					timerC = timer.C
+				}
+				continue
+			}
+		case <-timerC:
+		}
+		if timerC != nil {
+			timer.Stop()
+			timerC = nil
+		}
+		if err := h.apply(ctx, log, b); err != nil {
+			return h.endClaim(log, err)
+		}
+		b.Lease.NextOffset = b.End
+		b.Reset()
+	}
+}
+
+// endClaim ends a claim after a failure that retrying cannot mend: the
+// fence (another owner, or an operator, moved the partition) or the end
+// of the session. Returning ends the whole session, so the group rejoins
+// and Setup positions every partition at its stored offset again.
+func (h *handler) endClaim(log logrus.FieldLogger, err error) error {
+	if errors.Is(err, ErrFenced) {
+		h.w.stats.Fenced.Add(1)
+		log.WithError(err).Warn("fenced: ending the claim and rejoining the group")
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// reposition handles a claim that sarama could not start at the stored
+// offset because the broker no longer has it: the claim started at the
+// partition's oldest offset instead. That is recorded as an incident, and
+// the stored offset moves to where consumption really starts.
+func (h *handler) reposition(ctx context.Context, log logrus.FieldLogger, lease Lease, start int64) (Lease, error) {
+	w := h.w
+	if start < 0 {
+		var err error
+		start, err = retry(ctx, w, log, "look up start offset", func() (int64, error) {
+			return h.client.GetOffset(lease.Topic, lease.Partition, start)
+		})
+		if err != nil {
+			return lease, err
+		}
+	}
+	hwm, _ := h.client.GetOffset(lease.Topic, lease.Partition, sarama.OffsetNewest)
+	detail := fmt.Sprintf("stored next_offset %d is outside the partition's log [%d, %d]: ", lease.NextOffset, start, hwm)
+	if lease.NextOffset < start {
+		detail += fmt.Sprintf("%d messages were deleted before they were applied (retention); consuming from %d", start-lease.NextOffset, start)
+	} else {
+		detail += fmt.Sprintf("the topic was recreated or truncated; consuming from its oldest offset %d (events already stored are skipped by event_id)", start)
+	}
+	w.stats.Incidents.Add(1)
+	log.WithFields(logrus.Fields{"offset": lease.NextOffset, "log_start": start, "high_watermark": hwm}).Error(detail)
+	inc := Incident{Kind: IncidentOffsetOutOfRange, ExpectedOffset: lease.NextOffset, ActualOffset: start, Detail: detail}
+	return retry(ctx, w, log, "record offset incident", func() (Lease, error) {
+		l, err := w.sink.Reposition(ctx, lease, start, inc)
+		if errors.Is(err, ErrFenced) || ctx.Err() != nil {
+			return l, backoff.Permanent(err)
+		}
+		return l, err
+	})
+}
+
+// apply applies a batch, retrying transient failures. A batch that
+// PostgreSQL rejects is split until the message to blame is alone, and
+// that message becomes an unstorable dead letter.
+func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) error {
+	w := h.w
+	blog := log.WithFields(logrus.Fields{"offset": b.Lease.NextOffset, "end_offset": b.End, "messages": b.Len()})
+	start := time.Now()
+	res, err := retry(ctx, w, blog, "apply batch", func() (Applied, error) {
+		res, err := w.sink.Apply(ctx, b)
+		if err != nil && (errors.Is(err, ErrFenced) || errors.Is(err, ErrRejected) || ctx.Err() != nil) {
+			return res, backoff.Permanent(err)
+		}
+		return res, err
+	})
+	if errors.Is(err, ErrRejected) {
+		return h.applyRejected(ctx, log, b, err)
+	}
+	if err != nil {
+		return err
+	}
+	w.stats.Batches.Add(1)
+	w.stats.Messages.Add(int64(b.Len()))
+	w.stats.Events.Add(int64(res.Events))
+	w.stats.Duplicates.Add(int64(res.Duplicates))
+	w.stats.DeadLetters.Add(int64(res.DeadLetters))
+	blog.WithFields(logrus.Fields{
+		"events": res.Events, "duplicates": res.Duplicates, "dead_letters": res.DeadLetters,
+		"runs": res.Runs, "duration_ms": time.Since(start).Milliseconds(),
+	}).Debug("applied batch")
+	return nil
+}
+
+func (h *handler) applyRejected(ctx context.Context, log logrus.FieldLogger, b *Batch, cause error) error {
+	if b.Len() > 1 {
+		first, second := b.Split()
+		if err := h.apply(ctx, log, first); err != nil {
+			return err
+		}
+		return h.apply(ctx, log, second)
+	}
+	if len(b.Records) == 0 {
+		// A lone dead letter that PostgreSQL refuses cannot be narrowed
+		// down further; it must not be skipped either.
+		return fmt.Errorf("store dead letter at offset %d: %w", b.DeadLetters[0].Offset, cause)
+	}
+	r := b.Records[0]
+	log.WithFields(logrus.Fields{"offset": r.Offset, "event_id": r.Event.EventID}).WithError(cause).
+		Warn("postgresql rejected an event; storing it as an unstorable dead letter")
+	dead := &Batch{Lease: b.Lease}
+	dead.AddDeadLetter(Message{Offset: r.Offset, Key: r.Key, Value: r.Event.Payload, Headers: r.Headers},
+		&DecodeError{Reason: ReasonUnstorable, Detail: "postgresql refused it: " + cause.Error()})
+	dead.End = b.End
+	return h.apply(ctx, log, dead)
+}
+
+func convert(m *sarama.ConsumerMessage) Message {
+	var hs []Header
+	if len(m.Headers) > 0 {
+		hs = make([]Header, len(m.Headers))
+		for i, rh := range m.Headers {
+			hs[i] = Header{Key: rh.Key, Value: rh.Value}
+		}
+	}
+	return Message{Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: hs}
+}

@@ -1,0 +1,291 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/store"
+	"github.com/projector-run/projector/store/storetest"
+)
+
+const (
+	group = "test-group"
+	topic = "workflow-events"
+)
+
+// eventJSON renders an event as the JSON a producer would send.
+func eventJSON(id, typ, run string, ts time.Time, attempt int, extra string) []byte {
+	step := ""
+	if len(typ) > 5 && typ[:5] == "step." {
+		step = `,"step_id":"s1"`
+	}
+	return fmt.Appendf(nil, `{"event_id":%q,"event_type":%q,"source":"ci","workflow_id":"wf","workflow_run_id":%q,"timestamp":%q,"attempt":%d%s%s}`,
+		id, typ, run, ts.Format(time.RFC3339Nano), attempt, step, extra)
+}
+
+// batchOf decodes values into a batch of consecutive offsets from lease.NextOffset.
+func batchOf(lease projector.Lease, values ...[]byte) *projector.Batch {
+	b := &projector.Batch{Lease: lease}
+	for i, v := range values {
+		b.Add(projector.Message{Offset: lease.NextOffset + int64(i), Key: []byte("k"), Value: v,
+			Headers: []projector.Header{{Key: []byte("h"), Value: []byte{0xff, 0}}}})
+	}
+	return b
+}
+
+func claim(t *testing.T, st *store.Store, partition int32) projector.Lease {
+	t.Helper()
+	l, err := st.Claim(context.Background(), group, topic, partition, 0, "test")
+	require.NoError(t, err)
+	return l
+}
+
+// snapshot returns every table's rows as text, without wall-clock columns.
+func snapshot(t *testing.T, pool *pgxpool.Pool) map[string][]string {
+	t.Helper()
+	queries := map[string]string{
+		"workflow_events":  `SELECT format('%s|%s|%s|%s|%s|%s|%s|%s', event_id, workflow_run_id, event_type, occurred_at, attempt, partition, "offset", payload) FROM workflow_events ORDER BY event_id`,
+		"workflow_runs":    `SELECT format('%s', (r.workflow_run_id, r.workflow_id, r.source, r.attempt, r.status, r.queued_at, r.started_at, r.finished_at, r.duration_ms, r.error, r.steps_succeeded, r.steps_failed, r.steps_skipped, r.event_count, r.first_event_at, r.last_event_at, r.latest_event_id, r.deciding_event_id)) FROM workflow_runs r ORDER BY workflow_run_id`,
+		"dead_letters":     `SELECT format('%s|%s|%s|%s|%s|%s|%s', partition, "offset", key, value, headers, reason, error) FROM dead_letters ORDER BY partition, "offset"`,
+		"consumer_offsets": `SELECT format('%s|%s|%s', topic, partition, next_offset) FROM consumer_offsets ORDER BY topic, partition`,
+	}
+	out := map[string][]string{}
+	for name, q := range queries {
+		rows, err := pool.Query(context.Background(), q)
+		require.NoError(t, err)
+		for rows.Next() {
+			var s string
+			require.NoError(t, rows.Scan(&s))
+			out[name] = append(out[name], s)
+		}
+		require.NoError(t, rows.Err())
+	}
+	return out
+}
+
+func TestApplyStoresEventsRunsDeadLettersAndOffset(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	b := batchOf(claim(t, st, 0),
+		eventJSON("e1", "run.queued", "r1", t0, 1, ""),
+		eventJSON("e2", "run.started", "r1", t0.Add(time.Second), 1, ""),
+		[]byte(`{not json`),
+		eventJSON("e3", "run.failed", "r1", t0.Add(2500*time.Millisecond), 1, `,"data":{"error":"boom"}`),
+		eventJSON("e1", "run.queued", "r1", t0, 1, ""), // a duplicate within the batch
+	)
+	res, err := st.Apply(ctx, b)
+	require.NoError(t, err)
+	require.Equal(t, projector.Applied{Events: 3, Duplicates: 1, DeadLetters: 1, Runs: 1}, res)
+
+	runs, err := st.ListRuns(ctx)
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	r := runs[0]
+	require.Equal(t, "failed", r.Status)
+	require.Equal(t, "boom", r.Error.String)
+	require.Equal(t, int64(3), r.EventCount)
+	require.Equal(t, t0.Truncate(time.Microsecond), r.QueuedAt.Time)
+	require.Equal(t, int64(1500), r.DurationMS.Int64)
+
+	snap := snapshot(t, st.Pool())
+	require.Equal(t, []string{"workflow-events|0|5"}, snap["consumer_offsets"])
+	require.Len(t, snap["dead_letters"], 1)
+	var key, value []byte
+	var headers, reason string
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT key, value, headers::text, reason FROM dead_letters`).Scan(&key, &value, &headers, &reason))
+	require.Equal(t, []byte("k"), key)
+	require.Equal(t, []byte(`{not json`), value, "a dead letter keeps the exact bytes")
+	require.Equal(t, `[{"key": "h", "value_base64": "/wA="}]`, headers)
+	require.Equal(t, projector.ReasonInvalidJSON, reason)
+}
+
+func TestApplyTwiceChangesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	values := [][]byte{
+		eventJSON("a1", "run.queued", "ra", t0, 1, ""),
+		eventJSON("a2", "step.succeeded", "ra", t0.Add(time.Second), 1, ""),
+		[]byte(`[]`),
+		eventJSON("b1", "run.started", "rb", t0, 2, ""),
+	}
+	_, err := st.Apply(ctx, batchOf(claim(t, st, 0), values...))
+	require.NoError(t, err)
+	before := snapshot(t, st.Pool())
+
+	// The same messages delivered again, as after an offset moved back by
+	// hand without removing effects.
+	_, err = st.Pool().Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0`)
+	require.NoError(t, err)
+	res, err := st.Apply(ctx, batchOf(claim(t, st, 0), values...))
+	require.NoError(t, err)
+	require.Equal(t, 0, res.Events)
+	require.Equal(t, 3, res.Duplicates)
+	require.Equal(t, before, snapshot(t, st.Pool()))
+}
+
+func TestStaleOwnerIsFenced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	stale := claim(t, st, 3)
+	current := claim(t, st, 3) // a new session took the partition
+	require.Greater(t, current.Epoch, stale.Epoch)
+	before := snapshot(t, st.Pool())
+
+	_, err := st.Apply(ctx, batchOf(stale, eventJSON("z1", "run.queued", "rz", t0, 1, ""), []byte(`bad`)))
+	require.ErrorIs(t, err, projector.ErrFenced)
+	require.Equal(t, before, snapshot(t, st.Pool()), "a fenced batch writes nothing")
+
+	// The offset moved by someone else fences too, even with the right epoch.
+	_, err = st.Pool().Exec(ctx, `UPDATE consumer_offsets SET next_offset = 7 WHERE partition = 3`)
+	require.NoError(t, err)
+	_, err = st.Apply(ctx, batchOf(current, eventJSON("z1", "run.queued", "rz", t0, 1, "")))
+	require.ErrorIs(t, err, projector.ErrFenced)
+
+	// The current owner at the current offset applies.
+	current.NextOffset = 7
+	_, err = st.Apply(ctx, batchOf(current, eventJSON("z1", "run.queued", "rz", t0, 1, "")))
+	require.NoError(t, err)
+}
+
+func TestCancelledTransactionLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	_, err := st.Apply(ctx, batchOf(claim(t, st, 0), eventJSON("x1", "run.queued", "rx", t0, 1, "")))
+	require.NoError(t, err)
+	before := snapshot(t, st.Pool())
+
+	// Another transaction holds the run's row, so the batch stops midway:
+	// after its events are inserted, while merging the run.
+	blocker, err := st.Pool().Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = blocker.Rollback(ctx) }()
+	_, err = blocker.Exec(ctx, `SELECT 1 FROM workflow_runs WHERE workflow_run_id = 'rx' FOR UPDATE`)
+	require.NoError(t, err)
+
+	actx, cancel := context.WithCancel(ctx)
+	lease := claim(t, st, 0)
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Apply(actx, batchOf(lease, eventJSON("x2", "run.started", "rx", t0, 1, ""), eventJSON("y1", "run.queued", "ry", t0, 1, ""), []byte(`0`)))
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := st.Pool().QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return err == nil && waiting
+	}, 10*time.Second, 10*time.Millisecond, "the batch never reached the locked run")
+	cancel()
+	err = <-done
+	require.Error(t, err)
+	require.NoError(t, blocker.Rollback(ctx))
+	require.Equal(t, before, snapshot(t, st.Pool()), "a cancelled batch leaves nothing half-written")
+}
+
+func TestDataErrorIsRejected(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	// The decoder keeps such events out; if one slipped through,
+	// PostgreSQL's refusal must be reported as ErrRejected (so the worker
+	// isolates the message) and not as a transient failure.
+	lease := claim(t, st, 0)
+	b := &projector.Batch{Lease: lease, End: 1, Records: []projector.Record{{Offset: 0, Event: projector.Event{
+		EventID: "n", EventType: "run.queued", Source: "s", WorkflowID: "w", WorkflowRunID: "r\x00", Attempt: 1,
+		Timestamp: time.Unix(0, 0).UTC(), Payload: []byte(`{}`),
+	}}}}
+	_, err := st.Apply(ctx, b)
+	require.ErrorIs(t, err, projector.ErrRejected)
+	require.False(t, errors.Is(err, projector.ErrFenced))
+}
+
+// TestMergeRunsMatchesProject is the property that the SQL combine in
+// MergeRuns is projector.Combine: random event sets, split into random
+// batches over several partitions and applied in random order, leave each
+// run's row equal to projector.Project of its events computed from scratch.
+// Ties on timestamps and attempts are frequent on purpose, since those are
+// where a CASE in SQL can disagree with Go.
+func TestMergeRunsMatchesProject(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	st := storetest.New(t)
+	types := []string{"run.queued", "run.started", "run.succeeded", "run.failed", "run.cancelled",
+		"step.started", "step.succeeded", "step.failed", "step.skipped", "run.heartbeat"}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+	var values [][]byte
+	byRun := map[string][]projector.Event{}
+	for i := range 400 {
+		run := fmt.Sprintf("run-%d", rng.IntN(25))
+		id := fmt.Sprintf("%c%d", "aAbB_"[rng.IntN(5)], i)
+		extra := ""
+		switch rng.IntN(3) {
+		case 0:
+			extra = fmt.Sprintf(`,"data":{"error":"e%d"}`, i)
+		case 1:
+			extra = `,"data":{"error":{"code":1}}`
+		}
+		v := eventJSON(id, types[rng.IntN(len(types))], run, t0.Add(time.Duration(rng.IntN(6))*time.Second+time.Duration(rng.IntN(3))*time.Microsecond), 1+rng.IntN(3), extra)
+		ev, err := projector.Decode(v)
+		require.NoError(t, err)
+		byRun[run] = append(byRun[run], ev)
+		values = append(values, v)
+		if rng.IntN(10) == 0 { // a duplicate, later
+			values = append(values, v)
+		}
+	}
+	rng.Shuffle(len(values), func(i, j int) { values[i], values[j] = values[j], values[i] })
+	// Split into batches on 4 partitions, applied in a random interleaving.
+	queues := make([][][]byte, 4)
+	for _, v := range values {
+		p := rng.IntN(4)
+		queues[p] = append(queues[p], v)
+	}
+	leases := make([]projector.Lease, 4)
+	for p := range leases {
+		leases[p] = claim(t, st, int32(p))
+	}
+	for {
+		live := slices.DeleteFunc([]int{0, 1, 2, 3}, func(p int) bool { return len(queues[p]) == 0 })
+		if len(live) == 0 {
+			break
+		}
+		p := live[rng.IntN(len(live))]
+		n := min(len(queues[p]), 1+rng.IntN(30))
+		b := batchOf(leases[p], queues[p][:n]...)
+		queues[p] = queues[p][n:]
+		_, err := st.Apply(ctx, b)
+		require.NoError(t, err)
+		leases[p].NextOffset = b.End
+	}
+
+	rows, err := st.ListRuns(ctx)
+	require.NoError(t, err)
+	require.Len(t, rows, len(byRun))
+	for _, row := range rows {
+		want := projector.Project(byRun[row.WorkflowRunID])
+		require.Equal(t, want, row.Run, "run %s", row.WorkflowRunID)
+		d, ok := want.DurationMS()
+		require.Equal(t, ok, row.DurationMS.Valid)
+		require.Equal(t, d, row.DurationMS.Int64)
+	}
+}

@@ -1,0 +1,2 @@
+-- name: ListRuns :many
+SELECT * FROM workflow_runs ORDER BY workflow_run_id;

@@ -1,0 +1,68 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/store/internal/dbsqlc"
+)
+
+// Claim takes the lease of a partition for a new consumer session. The
+// partition's row is created at initialOffset when there is none. Taking
+// the lease bumps its epoch, which fences every earlier owner.
+func (s *Store) Claim(ctx context.Context, group, topic string, partition int32, initialOffset int64, owner string) (projector.Lease, error) {
+	row, err := s.q.ClaimOffset(ctx, s.pool, dbsqlc.ClaimOffsetParams{
+		GroupID: group, Topic: topic, Partition: partition, InitialOffset: initialOffset, Owner: owner,
+	})
+	if err != nil {
+		return projector.Lease{}, fmt.Errorf("claim %s/%d: %w", topic, partition, err)
+	}
+	return projector.Lease{Group: group, Topic: topic, Partition: partition, Epoch: row.LeaseEpoch, NextOffset: row.NextOffset}, nil
+}
+
+// Reposition moves a claimed partition's stored offset to where the broker
+// can serve, and records the incident, in one transaction, only while the
+// lease is still l's. It returns the lease at the new offset.
+func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc projector.Incident) (projector.Lease, error) {
+	err := s.withTx(ctx, func(tx pgx.Tx) error {
+		cur, err := s.q.LockOffset(ctx, tx, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition})
+		if err != nil {
+			return fmt.Errorf("lock offset: %w", err)
+		}
+		if cur.LeaseEpoch != l.Epoch || cur.NextOffset != l.NextOffset {
+			return fmt.Errorf("%w: stored next_offset %d epoch %d, expected next_offset %d epoch %d",
+				projector.ErrFenced, cur.NextOffset, cur.LeaseEpoch, l.NextOffset, l.Epoch)
+		}
+		if err := s.q.InsertIncident(ctx, tx, dbsqlc.InsertIncidentParams{
+			GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, Kind: inc.Kind,
+			ExpectedOffset: inc.ExpectedOffset, ActualOffset: inc.ActualOffset, Detail: inc.Detail,
+		}); err != nil {
+			return fmt.Errorf("record incident: %w", err)
+		}
+		return s.q.AdvanceOffset(ctx, tx, dbsqlc.AdvanceOffsetParams{
+			GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: to,
+		})
+	})
+	if err != nil {
+		return l, fmt.Errorf("reposition %s/%d to %d: %w", l.Topic, l.Partition, to, err)
+	}
+	l.NextOffset = to
+	return l, nil
+}
+
+// StoredOffsets returns the stored next_offset of every partition of the
+// group, keyed by topic and partition.
+func (s *Store) StoredOffsets(ctx context.Context, group string) (map[projector.TopicPartition]int64, error) {
+	rows, err := s.q.ListOffsets(ctx, s.pool, group)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of group %s: %w", group, err)
+	}
+	out := make(map[projector.TopicPartition]int64, len(rows))
+	for _, r := range rows {
+		out[projector.TopicPartition{Topic: r.Topic, Partition: r.Partition}] = r.NextOffset
+	}
+	return out, nil
+}

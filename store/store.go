@@ -1,0 +1,90 @@
+// Package store is projector's PostgreSQL side: the embedded migrations,
+// the transaction that applies a batch and moves the stored offset behind
+// the fence, and the queries the commands run. Queries live in .sql files
+// under internal/dbsqlc, compiled by sqlc.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector-run/projector/store/internal/dbsqlc"
+)
+
+// Store is a pool of connections to the projection database.
+type Store struct {
+	pool *pgxpool.Pool
+	q    *dbsqlc.Queries
+}
+
+// Config says how to reach PostgreSQL.
+type Config struct {
+	// URL is a PostgreSQL connection URL or DSN.
+	URL string
+	// MaxConns caps the pool; each partition applies on its own
+	// connection. Default 10.
+	MaxConns int32
+}
+
+// Open validates the URL and creates a pool; it does not wait for the
+// server, so a worker can start while PostgreSQL is still coming up.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url %s: %w", RedactURL(cfg.URL), errors.Unwrap(err))
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("create pool for %s: %w", RedactURL(cfg.URL), err)
+	}
+	return &Store{pool: pool, q: dbsqlc.New()}, nil
+}
+
+// Pool returns the underlying pool, for tests and tools.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close closes every connection.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that PostgreSQL answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// RedactURL returns a database URL with its password replaced, fit for
+// logs and error messages. A DSN in key=value form is shown as its host
+// and database only.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		cfg, perr := pgx.ParseConfig(raw)
+		if perr != nil {
+			return "(unparseable database url)"
+		}
+		return fmt.Sprintf("host=%s port=%d dbname=%s user=%s", cfg.Host, cfg.Port, cfg.Database, cfg.User)
+	}
+	return u.Redacted()
+}
+
+// withTx runs fn in a transaction, committing when it returns nil. The
+// rollback runs even when ctx is already cancelled.
+func (s *Store) withTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
