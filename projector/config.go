@@ -30,6 +30,10 @@ type Config struct {
 	// UntilCaughtUp makes Run return once the stored offset of every
 	// partition of Topics has reached its high watermark. Default false.
 	UntilCaughtUp bool
+	// LeaseCheckInterval is how often an idle claim checks that its stored
+	// offset and lease are unchanged, so that an offset moved by an
+	// operator is noticed without new messages. Default 2s.
+	LeaseCheckInterval time.Duration
 	// RetryMin and RetryMax bound the exponential backoff of transient
 	// failures. Default 100ms and 10s.
 	RetryMin, RetryMax time.Duration
@@ -41,14 +45,15 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Brokers:      []string{"localhost:9092"},
-		Topics:       []string{"workflow-events"},
-		Group:        "workflow-projector",
-		KafkaVersion: "2.8.0",
-		BatchSize:    1000,
-		BatchWait:    20 * time.Millisecond,
-		RetryMin:     100 * time.Millisecond,
-		RetryMax:     10 * time.Second,
+		Brokers:            []string{"localhost:9092"},
+		Topics:             []string{"workflow-events"},
+		Group:              "workflow-projector",
+		KafkaVersion:       "2.8.0",
+		BatchSize:          1000,
+		BatchWait:          20 * time.Millisecond,
+		LeaseCheckInterval: 2 * time.Second,
+		RetryMin:           100 * time.Millisecond,
+		RetryMax:           10 * time.Second,
 	}
 }
 
@@ -82,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchWait < 0 || c.BatchWait > time.Minute {
 		errs = append(errs, fmt.Errorf("batch-wait: must be from 0 to 1m, got %s", c.BatchWait))
+	}
+	if c.LeaseCheckInterval <= 0 {
+		errs = append(errs, fmt.Errorf("lease-check-interval: must be positive, got %s", c.LeaseCheckInterval))
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("retry: need 0 < min <= max, got %s and %s", c.RetryMin, c.RetryMax))

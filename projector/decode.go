@@ -88,7 +88,8 @@ func (e *DecodeError) Error() string {
 // also take "3:04:05", "05,123" or "+24:00". RFC 3339 allows a lower-case
 // "t" and "z", but time.Parse refuses them, and so does Decode. Seconds "60"
 // (leap seconds) and year 0000 (which PostgreSQL refuses) are invalid too.
-// The result is in UTC, truncated (floored) to whole microseconds. attempt
+// The result is in UTC, truncated (floored) to whole microseconds; note that
+// "0001-01-01T00:00:00Z" is valid and decodes to the zero time.Time. attempt
 // and schema_version count as integers only when written without fraction
 // or exponent ("1e2", "1.0" are not); a huge integer is simply out of
 // range.

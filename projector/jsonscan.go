@@ -162,6 +162,8 @@ type jsonScanner struct {
 	// checked linearly. A key aliases data, or arena when it had escapes.
 	keys  [][]byte
 	arena []byte
+	// keysMax is the longest keys has been, for clearing it.
+	keysMax int
 	// sets is a stack of the key sets of open objects with many keys;
 	// nsets of them are in use, the rest are cleared for reuse.
 	sets  []map[string]struct{}
@@ -213,7 +215,7 @@ func getScanner(data []byte) *jsonScanner {
 
 // putScanner resets s, dropping every reference to the value, and pools it.
 func putScanner(s *jsonScanner) {
-	clear(s.keys[:cap(s.keys)])
+	clear(s.keys[:s.keysMax])
 	for _, m := range s.sets[:s.nsets] {
 		clear(m)
 	}
@@ -238,8 +240,8 @@ func putScanner(s *jsonScanner) {
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
-// plainStringByte[c] is true for the bytes that may appear as-is in a JSON string and
-// need no further look: printable ASCII except '"' and '\\'.
+// plainStringByte[c] is true for the bytes that may appear as-is in a JSON
+// string and need no further look: printable ASCII except '"' and '\\'.
 var plainStringByte = func() (t [256]bool) {
 	for c := 0x20; c < 0x80; c++ {
 		t[c] = c != '"' && c != '\\'
@@ -486,7 +488,7 @@ func (s *jsonScanner) member() *DecodeError {
 	s.skipWS()
 	if depth == 1 {
 		s.valStart = s.pos
-	} else if s.inError {
+	} else if depth == 2 && s.inError {
 		s.errorStart = s.pos
 	}
 	return nil
@@ -516,6 +518,7 @@ func (s *jsonScanner) isDuplicate(f *scanFrame, key []byte) bool {
 		}
 	}
 	s.keys = append(s.keys, key)
+	s.keysMax = max(s.keysMax, len(s.keys))
 	if len(prev) < dupLinearMax {
 		return false
 	}

@@ -57,6 +57,9 @@ type Sink interface {
 	Apply(ctx context.Context, b *Batch) (Applied, error)
 	// Reposition moves a leased partition's offset and records why.
 	Reposition(ctx context.Context, l Lease, to int64, inc Incident) (Lease, error)
+	// CheckLease returns an error wrapping ErrFenced when the lease is no
+	// longer current: an idle claim notices a moved offset this way.
+	CheckLease(ctx context.Context, l Lease) error
 	// StoredOffsets returns the stored next_offset of the group's
 	// partitions.
 	StoredOffsets(ctx context.Context, group string) (map[TopicPartition]int64, error)
@@ -350,11 +353,25 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	timer.Stop()
 	defer timer.Stop()
 	var timerC <-chan time.Time
+	leaseTick := time.NewTicker(w.cfg.LeaseCheckInterval)
+	defer leaseTick.Stop()
 	msgs := claim.Messages()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-leaseTick.C:
+			if b.Len() > 0 {
+				continue // the batch's own transaction checks the fence
+			}
+			err := w.sink.CheckLease(ctx, b.Lease)
+			if errors.Is(err, ErrFenced) {
+				return h.endClaim(log, err)
+			}
+			if err != nil {
+				log.WithError(err).Debug("check lease")
+			}
+			continue
 		case m, ok := <-msgs:
 			if !ok {
 				return nil

@@ -29,9 +29,8 @@ func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applie
 		if err != nil {
 			return fmt.Errorf("lock offset: %w", err)
 		}
-		if cur.LeaseEpoch != l.Epoch || cur.NextOffset != l.NextOffset {
-			return fmt.Errorf("%w: stored next_offset %d epoch %d, expected next_offset %d epoch %d",
-				projector.ErrFenced, cur.NextOffset, cur.LeaseEpoch, l.NextOffset, l.Epoch)
+		if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
+			return err
 		}
 		res, err = s.applyEffects(ctx, tx, l.Topic, l.Partition, b)
 		if err != nil {
@@ -112,10 +111,11 @@ func (s *Store) applyEffects(ctx context.Context, tx pgx.Tx, topic string, parti
 		}
 	}
 	if len(b.DeadLetters) > 0 {
-		if err := s.insertDeadLetters(ctx, tx, topic, partition, b.DeadLetters); err != nil {
+		n, err := s.insertDeadLetters(ctx, tx, topic, partition, b.DeadLetters)
+		if err != nil {
 			return res, err
 		}
-		res.DeadLetters = len(b.DeadLetters)
+		res.DeadLetters = n
 	}
 	return res, nil
 }
@@ -171,7 +171,7 @@ func (s *Store) mergeRuns(ctx context.Context, tx pgx.Tx, runs []projector.Run) 
 	return nil
 }
 
-func (s *Store) insertDeadLetters(ctx context.Context, tx pgx.Tx, topic string, partition int32, dls []projector.DeadLetter) error {
+func (s *Store) insertDeadLetters(ctx context.Context, tx pgx.Tx, topic string, partition int32, dls []projector.DeadLetter) (int, error) {
 	n := len(dls)
 	p := dbsqlc.InsertDeadLettersParams{
 		Topic:     topic,
@@ -191,8 +191,9 @@ func (s *Store) insertDeadLetters(ctx context.Context, tx pgx.Tx, topic string, 
 		p.Reasons[i] = d.Reason
 		p.Errors[i] = d.Error
 	}
-	if err := s.q.InsertDeadLetters(ctx, tx, p); err != nil {
-		return fmt.Errorf("insert %d dead letters: %w", n, err)
+	rows, err := s.q.InsertDeadLetters(ctx, tx, p)
+	if err != nil {
+		return 0, fmt.Errorf("insert %d dead letters: %w", n, err)
 	}
-	return nil
+	return int(rows), nil
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -32,9 +33,8 @@ func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc
 		if err != nil {
 			return fmt.Errorf("lock offset: %w", err)
 		}
-		if cur.LeaseEpoch != l.Epoch || cur.NextOffset != l.NextOffset {
-			return fmt.Errorf("%w: stored next_offset %d epoch %d, expected next_offset %d epoch %d",
-				projector.ErrFenced, cur.NextOffset, cur.LeaseEpoch, l.NextOffset, l.Epoch)
+		if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
+			return err
 		}
 		if err := s.q.InsertIncident(ctx, tx, dbsqlc.InsertIncidentParams{
 			GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, Kind: inc.Kind,
@@ -65,4 +65,26 @@ func (s *Store) StoredOffsets(ctx context.Context, group string) (map[projector.
 		out[projector.TopicPartition{Topic: r.Topic, Partition: r.Partition}] = r.NextOffset
 	}
 	return out, nil
+}
+
+// CheckLease returns an error wrapping projector.ErrFenced when the
+// partition's stored offset or lease epoch is no longer what l expects.
+func (s *Store) CheckLease(ctx context.Context, l projector.Lease) error {
+	cur, err := s.q.GetOffset(ctx, s.pool, dbsqlc.GetOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: the stored offset row of %s/%d is gone", projector.ErrFenced, l.Topic, l.Partition)
+	}
+	if err != nil {
+		return fmt.Errorf("check lease of %s/%d: %w", l.Topic, l.Partition, err)
+	}
+	return fence(cur.NextOffset, cur.LeaseEpoch, l)
+}
+
+// fence checks a stored offset row against the lease that expects it.
+func fence(next, epoch int64, l projector.Lease) error {
+	if epoch != l.Epoch || next != l.NextOffset {
+		return fmt.Errorf("%w: stored next_offset %d epoch %d, expected next_offset %d epoch %d",
+			projector.ErrFenced, next, epoch, l.NextOffset, l.Epoch)
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -73,7 +74,7 @@ func RedactURL(raw string) string {
 }
 
 // withTx runs fn in a transaction, committing when it returns nil. The
-// rollback runs even when ctx is already cancelled.
+// rollback and the commit run even when ctx is cancelled meanwhile.
 func (s *Store) withTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -83,7 +84,11 @@ func (s *Store) withTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	// Once the work is sent, wait for the commit's answer even if ctx ends
+	// now, so the caller knows whether the batch is in.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := tx.Commit(cctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil

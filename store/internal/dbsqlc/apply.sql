@@ -132,7 +132,9 @@ ON CONFLICT (workflow_run_id) DO UPDATE SET
         ELSE 'queued' END,
     updated_at = now();
 
--- name: InsertDeadLetters :exec
+-- name: InsertDeadLetters :execrows
+-- A message already stored as a dead letter (read again after an offset was
+-- moved back by hand) is skipped.
 INSERT INTO dead_letters (topic, partition, "offset", key, value, headers, reason, error)
 SELECT @topic::text, @partition::integer, u.offset, u.key, u.value,
        u.headers::jsonb, u.reason, u.error
@@ -170,3 +172,8 @@ SELECT group_id, topic, partition, next_offset, lease_epoch, lease_owner, update
 FROM consumer_offsets
 WHERE group_id = @group_id
 ORDER BY topic, partition;
+
+-- name: GetOffset :one
+SELECT next_offset, lease_epoch
+FROM consumer_offsets
+WHERE group_id = @group_id AND topic = @topic AND partition = @partition;

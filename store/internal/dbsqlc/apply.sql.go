@@ -71,7 +71,31 @@ func (q *Queries) ClaimOffset(ctx context.Context, db DBTX, arg ClaimOffsetParam
 	return i, err
 }
 
-const insertDeadLetters = `-- name: InsertDeadLetters :exec
+const getOffset = `-- name: GetOffset :one
+SELECT next_offset, lease_epoch
+FROM consumer_offsets
+WHERE group_id = $1 AND topic = $2 AND partition = $3
+`
+
+type GetOffsetParams struct {
+	GroupID   string
+	Topic     string
+	Partition int32
+}
+
+type GetOffsetRow struct {
+	NextOffset int64
+	LeaseEpoch int64
+}
+
+func (q *Queries) GetOffset(ctx context.Context, db DBTX, arg GetOffsetParams) (GetOffsetRow, error) {
+	row := db.QueryRow(ctx, getOffset, arg.GroupID, arg.Topic, arg.Partition)
+	var i GetOffsetRow
+	err := row.Scan(&i.NextOffset, &i.LeaseEpoch)
+	return i, err
+}
+
+const insertDeadLetters = `-- name: InsertDeadLetters :execrows
 INSERT INTO dead_letters (topic, partition, "offset", key, value, headers, reason, error)
 SELECT $1::text, $2::integer, u.offset, u.key, u.value,
        u.headers::jsonb, u.reason, u.error
@@ -97,8 +121,10 @@ type InsertDeadLettersParams struct {
 	Errors    []string
 }
 
-func (q *Queries) InsertDeadLetters(ctx context.Context, db DBTX, arg InsertDeadLettersParams) error {
-	_, err := db.Exec(ctx, insertDeadLetters,
+// A message already stored as a dead letter (read again after an offset was
+// moved back by hand) is skipped.
+func (q *Queries) InsertDeadLetters(ctx context.Context, db DBTX, arg InsertDeadLettersParams) (int64, error) {
+	result, err := db.Exec(ctx, insertDeadLetters,
 		arg.Topic,
 		arg.Partition,
 		arg.Offsets,
@@ -108,7 +134,10 @@ func (q *Queries) InsertDeadLetters(ctx context.Context, db DBTX, arg InsertDead
 		arg.Reasons,
 		arg.Errors,
 	)
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const insertEvents = `-- name: InsertEvents :many

@@ -1,0 +1,253 @@
+// Command projector-demo runs the whole pipeline on one machine with no
+// Kafka installed: an in-process Kafka-protocol broker (kfake), a
+// generator of realistic workflow events, the projector worker, and a
+// summary read back from the SQL tables. `make demo` runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/sirupsen/logrus"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/eventgen"
+	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/store"
+)
+
+const topic = "workflow-events"
+
+type options struct {
+	databaseURL string
+	runs        int
+	partitions  int
+	seed        uint64
+	batchSize   int
+}
+
+func main() {
+	opts := options{}
+	fs := flag.NewFlagSet("projector-demo", flag.ContinueOnError)
+	def := os.Getenv("DATABASE_URL")
+	if def == "" {
+		def = "postgres://postgres@127.0.0.1:5432/postgres"
+	}
+	fs.StringVar(&opts.databaseURL, "database-url", def, "PostgreSQL server; the demo (re)creates a database named projector_demo on it [DATABASE_URL]")
+	fs.IntVar(&opts.runs, "runs", 20000, "workflow runs to generate (about 17 messages each)")
+	fs.IntVar(&opts.partitions, "partitions", 8, "partitions of the topic")
+	fs.Uint64Var(&opts.seed, "seed", 1, "seed of the event generator")
+	fs.IntVar(&opts.batchSize, "batch-size", projector.DefaultConfig().BatchSize, "most messages per transaction")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if opts.runs < 1 || opts.partitions < 1 || opts.partitions > 1000 {
+		fmt.Fprintln(os.Stderr, "projector-demo: --runs must be positive and --partitions from 1 to 1000")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := demo(ctx, os.Stdout, opts); err != nil {
+		fmt.Fprintf(os.Stderr, "projector-demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func demo(ctx context.Context, out io.Writer, opts options) error {
+	dbURL, err := freshDatabase(ctx, opts.databaseURL, "projector_demo")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "database  %s (created fresh)\n", store.RedactURL(dbURL))
+	st, err := store.Open(ctx, store.Config{URL: dbURL, MaxConns: int32(opts.partitions + 2)})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	m, err := st.NewMigrator()
+	if err != nil {
+		return err
+	}
+	if _, err := m.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	_ = m.Close()
+
+	cluster, err := kafkatest.Start(topic, int32(opts.partitions))
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	fmt.Fprintf(out, "broker    in-process Kafka protocol at %s, topic %s with %d partitions\n",
+		strings.Join(cluster.ListenAddrs(), ","), topic, opts.partitions)
+
+	wl := eventgen.Generate(eventgen.Config{
+		Seed: opts.seed, Runs: opts.runs, DuplicateRate: 0.05, ShuffleRate: 0.15,
+		MalformedRate: 0.01, RetryRate: 0.1, UnkeyedRate: 0.02,
+	})
+	start := time.Now()
+	if err := produce(ctx, out, cluster.ListenAddrs(), wl.Messages); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "produced  %d messages (%d distinct valid events, %d duplicates, %d malformed) in %s\n",
+		len(wl.Messages), wl.Valid, len(wl.Messages)-wl.Valid-wl.Invalid, wl.Invalid, time.Since(start).Round(time.Millisecond))
+
+	cfg := projector.DefaultConfig()
+	cfg.Brokers = cluster.ListenAddrs()
+	cfg.Topics = []string{topic}
+	cfg.Group = "projector-demo"
+	cfg.BatchSize = opts.batchSize
+	cfg.UntilCaughtUp = true
+	log := logrus.New()
+	log.SetLevel(logrus.WarnLevel)
+	log.SetOutput(os.Stderr)
+	w, err := projector.NewWorker(cfg, st, log)
+	if err != nil {
+		return err
+	}
+	start = time.Now()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	total := int64(len(wl.Messages))
+	for running := true; running; {
+		select {
+		case err = <-done:
+			running = false
+		case <-tick.C:
+		}
+		s := w.Stats()
+		n := s.Messages.Load()
+		el := time.Since(start).Seconds()
+		fmt.Fprintf(out, "\rconsume   %s %5.1f%%  %d/%d messages  %d events  %d duplicates  %d dead letters  %.0f msg/s   ",
+			bar(n, total, 30), 100*float64(n)/float64(total), n, total, s.Events.Load(), s.Duplicates.Load(), s.DeadLetters.Load(), float64(n)/el)
+	}
+	fmt.Fprintln(out)
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+	elapsed := time.Since(start)
+	s := w.Stats()
+	fmt.Fprintf(out, "caught up in %s: %.0f events/s applied, %.0f messages/s consumed\n\n",
+		elapsed.Round(time.Millisecond), float64(s.Events.Load())/elapsed.Seconds(), float64(s.Messages.Load())/elapsed.Seconds())
+	return summary(ctx, out, st, wl)
+}
+
+// freshDatabase drops and creates database name on the server of rawURL,
+// and returns the URL of the new database.
+func freshDatabase(ctx context.Context, rawURL, name string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" {
+		return "", fmt.Errorf("--database-url: %q is not a postgres:// URL", store.RedactURL(rawURL))
+	}
+	conn, err := pgx.Connect(ctx, rawURL)
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w (is PostgreSQL running? see README)", store.RedactURL(rawURL), err)
+	}
+	defer conn.Close(ctx)
+	id := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
+		return "", fmt.Errorf("drop database %s: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+id); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+func produce(ctx context.Context, out io.Writer, brokers []string, msgs []projector.Message) error {
+	p, err := kafkatest.NewProducer(brokers, topic)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	const chunk = 5000
+	for i := 0; i < len(msgs); i += chunk {
+		if err := p.Produce(ctx, msgs[i:min(i+chunk, len(msgs))]); err != nil {
+			return err
+		}
+		n := min(i+chunk, len(msgs))
+		fmt.Fprintf(out, "\rproduce   %s %5.1f%%  %d/%d messages   ", bar(int64(n), int64(len(msgs)), 30),
+			100*float64(n)/float64(len(msgs)), n, len(msgs))
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
+func bar(n, total int64, width int) string {
+	full := int(int64(width) * n / max(total, 1))
+	return "[" + strings.Repeat("#", full) + strings.Repeat(".", width-full) + "]"
+}
+
+// summary prints what SQL users now see.
+func summary(ctx context.Context, out io.Writer, st *store.Store, wl eventgen.Workload) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	pool := st.Pool()
+	section := func(title, q string) error {
+		rows, err := pool.Query(ctx, q)
+		if err != nil {
+			return fmt.Errorf("%s: %w", title, err)
+		}
+		defer rows.Close()
+		fmt.Fprintln(out, title)
+		for _, f := range rows.FieldDescriptions() {
+			fmt.Fprintf(tw, "%s\t", f.Name)
+		}
+		fmt.Fprintln(tw)
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				return err
+			}
+			for _, v := range vals {
+				if v == nil {
+					v = ""
+				}
+				fmt.Fprintf(tw, "%v\t", v)
+			}
+			fmt.Fprintln(tw)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(out)
+		return rows.Err()
+	}
+	for _, s := range []struct{ title, q string }{
+		{"runs by status (workflow_runs)", `SELECT status, count(*) AS runs, round(avg(duration_ms)) AS avg_duration_ms, sum(steps_failed) AS failed_steps FROM workflow_runs GROUP BY status ORDER BY runs DESC`},
+		{"runs by source", `SELECT source, count(*) AS runs, count(*) FILTER (WHERE attempt > 1) AS rerun, count(*) FILTER (WHERE status = 'failed') AS failed FROM workflow_runs GROUP BY source ORDER BY runs DESC`},
+		{"dead letters by reason (dead_letters)", `SELECT reason, count(*) AS messages, min(error) AS example_error FROM dead_letters GROUP BY reason ORDER BY messages DESC`},
+		{"stored offsets (consumer_offsets)", `SELECT topic, partition, next_offset FROM consumer_offsets ORDER BY topic, partition`},
+		{"totals", `SELECT (SELECT count(*) FROM workflow_events) AS events, (SELECT count(*) FROM workflow_runs) AS runs, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT sum(event_count) FROM workflow_runs) AS sum_event_count`},
+	} {
+		if err := section(s.title, s.q); err != nil {
+			return err
+		}
+	}
+	var events, dead int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM workflow_events), (SELECT count(*) FROM dead_letters)`).Scan(&events, &dead); err != nil {
+		return err
+	}
+	if events != wl.Valid || dead != wl.Invalid {
+		return fmt.Errorf("check failed: %d events stored (generated %d distinct), %d dead letters (generated %d malformed)",
+			events, wl.Valid, dead, wl.Invalid)
+	}
+	fmt.Fprintf(out, "check: %d distinct events stored once each, %d malformed messages stored as dead letters: exactly once.\n", events, dead)
+	return nil
+}

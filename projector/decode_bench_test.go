@@ -1,0 +1,65 @@
+package projector
+
+import (
+	"testing"
+)
+
+// benchRunEvent is a realistic run.failed event of about 400 bytes.
+var benchRunEvent = []byte(`{"event_id":"0b6f3c1e-6a55-4a1f-9d0b-5f6b8e2d7c41","event_type":"run.failed",` +
+	`"source":"github-actions","workflow_id":"acme/payments/.github/workflows/ci.yml",` +
+	`"workflow_run_id":"gha-9876543210","timestamp":"2024-05-06T07:08:09.123456789+02:00",` +
+	`"attempt":2,"schema_version":1,"data":{"error":"exit code 1: \"make test\" failed",` +
+	`"runner":"ubuntu-22.04","labels":["linux","x64"],"duration_ms":123456,"retryable":false,` +
+	`"commit":"4f2a9c8e1b7d","actor":{"login":"octocat","id":583231}}}`)
+
+// benchStepEvent is a step event without data.
+var benchStepEvent = []byte(`{"event_id":"c2f1e0d9-1111-4b2a-8c3d-9e8f7a6b5c4d","event_type":"step.succeeded",` +
+	`"source":"airflow","workflow_id":"etl_daily","workflow_run_id":"scheduled__2024-05-06T00:00:00+00:00",` +
+	`"step_id":"extract_orders","timestamp":"2024-05-06T00:12:34.567Z","attempt":1}`)
+
+func BenchmarkDecode(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		value []byte
+	}{
+		{"run_event", benchRunEvent},
+		{"step_event", benchStepEvent},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if _, err := Decode(bc.value); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.value)))
+			for b.Loop() {
+				if _, err := Decode(bc.value); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeInvalid measures dead letters: a syntax error late in the
+// value, and a missing field.
+func BenchmarkDecodeInvalid(b *testing.B) {
+	late := append(append([]byte(nil), benchRunEvent[:len(benchRunEvent)-1]...), ',')
+	missing := []byte(decEvent("event_id", decOmit, "data", `{"a":[1,2,3]}`))
+	for _, bc := range []struct {
+		name  string
+		value []byte
+	}{
+		{"invalid_json", late},
+		{"missing_field", missing},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.value)))
+			for b.Loop() {
+				if _, err := Decode(bc.value); err == nil {
+					b.Fatal("no error")
+				}
+			}
+		})
+	}
+}

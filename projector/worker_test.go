@@ -1,0 +1,291 @@
+package projector_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/eventgen"
+	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/store"
+	"github.com/projector-run/projector/store/storetest"
+)
+
+const topic = "workflow-events"
+
+// pipeline is one end-to-end test's world: an in-process broker, a fresh
+// database, and everything produced so far.
+type pipeline struct {
+	t        *testing.T
+	cluster  *kfake.Cluster
+	st       *store.Store
+	group    string
+	produced []projector.Message
+}
+
+func newPipeline(t *testing.T, partitions int32) *pipeline {
+	t.Helper()
+	return &pipeline{
+		t:       t,
+		cluster: kafkatest.New(t, topic, partitions),
+		st:      storetest.New(t),
+		group:   "projector-test",
+	}
+}
+
+func (p *pipeline) produce(msgs []projector.Message) {
+	p.t.Helper()
+	kafkatest.Produce(p.t, p.cluster, topic, msgs)
+	p.produced = append(p.produced, msgs...)
+}
+
+// testLogger sends the worker's logs to the test log, shown on failure.
+func testLogger(t *testing.T, name string) logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(testWriter{t})
+	l.SetLevel(logrus.InfoLevel)
+	return l.WithField("worker", name)
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
+func (p *pipeline) config(untilCaughtUp bool) projector.Config {
+	cfg := projector.DefaultConfig()
+	cfg.Brokers = p.cluster.ListenAddrs()
+	cfg.Topics = []string{topic}
+	cfg.Group = p.group
+	cfg.BatchSize = 50
+	cfg.BatchWait = 5 * time.Millisecond
+	cfg.RetryMin = 20 * time.Millisecond
+	cfg.RetryMax = 500 * time.Millisecond
+	cfg.UntilCaughtUp = untilCaughtUp
+	return cfg
+}
+
+// running is a worker running in the background.
+type running struct {
+	w      *projector.Worker
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (p *pipeline) start(name string, cfg projector.Config) *running {
+	p.t.Helper()
+	cfg.Owner = name
+	w, err := projector.NewWorker(cfg, p.st, testLogger(p.t, name))
+	require.NoError(p.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{w: w, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- w.Run(ctx) }()
+	p.t.Cleanup(func() { r.stop(p.t) })
+	return r
+}
+
+// wait waits for a worker started with UntilCaughtUp to exit by itself.
+func (r *running) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		require.NoError(t, err)
+		r.done <- nil
+	case <-time.After(2 * time.Minute):
+		t.Fatal("worker did not catch up in 2 minutes")
+	}
+}
+
+func (r *running) stop(t *testing.T) {
+	r.cancel()
+	select {
+	case err := <-r.done:
+		require.NoError(t, err)
+		r.done <- nil
+	case <-time.After(30 * time.Second):
+		t.Error("worker did not stop within 30s of its context ending")
+	}
+}
+
+// verify checks the tables against what was produced: every distinct valid
+// event stored once, every run equal to the projection computed from
+// scratch from the produced events, every invalid message exactly one
+// dead letter with its exact bytes, and every stored offset at its
+// partition's high watermark.
+func (p *pipeline) verify() {
+	t := p.t
+	t.Helper()
+	ctx := context.Background()
+
+	seen := map[string]bool{}
+	byRun := map[string][]projector.Event{}
+	var invalid [][]byte
+	reasons := map[string]int{}
+	for _, m := range p.produced {
+		ev, err := projector.Decode(m.Value)
+		if err != nil {
+			invalid = append(invalid, m.Value)
+			reasons[err.(*projector.DecodeError).Reason]++
+			continue
+		}
+		if !seen[ev.EventID] {
+			seen[ev.EventID] = true
+			byRun[ev.WorkflowRunID] = append(byRun[ev.WorkflowRunID], ev)
+		}
+	}
+
+	var events int
+	require.NoError(t, p.st.Pool().QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&events))
+	require.Equal(t, len(seen), events, "distinct valid events stored")
+
+	rows, err := p.st.ListRuns(ctx)
+	require.NoError(t, err)
+	require.Len(t, rows, len(byRun), "runs")
+	var mismatches []string
+	for _, row := range rows {
+		want := projector.Project(byRun[row.WorkflowRunID])
+		if want != row.Run {
+			mismatches = append(mismatches, fmt.Sprintf("%s:\n got  %+v\n want %+v", row.WorkflowRunID, row.Run, want))
+		}
+	}
+	require.Empty(t, mismatches, "runs that differ from the projection of the produced events")
+
+	dlRows, err := p.st.Pool().Query(ctx, `SELECT value, reason FROM dead_letters ORDER BY partition, "offset"`)
+	require.NoError(t, err)
+	var dead [][]byte
+	gotReasons := map[string]int{}
+	for dlRows.Next() {
+		var v []byte
+		var reason string
+		require.NoError(t, dlRows.Scan(&v, &reason))
+		dead = append(dead, v)
+		gotReasons[reason]++
+	}
+	require.NoError(t, dlRows.Err())
+	sortBytes(dead)
+	sortBytes(invalid)
+	require.Equal(t, len(invalid), len(dead), "dead letters")
+	require.True(t, slices.EqualFunc(invalid, dead, bytes.Equal), "dead letters keep the exact bytes of the invalid messages")
+	require.Equal(t, reasons, gotReasons)
+
+	stored, err := p.st.StoredOffsets(ctx, p.group)
+	require.NoError(t, err)
+	for part, hwm := range kafkatest.HighWatermarks(p.cluster, topic) {
+		require.Equal(t, hwm, stored[projector.TopicPartition{Topic: topic, Partition: part}], "next_offset of partition %d", part)
+	}
+}
+
+func sortBytes(bs [][]byte) {
+	sort.Slice(bs, func(i, j int) bool { return bytes.Compare(bs[i], bs[j]) < 0 })
+}
+
+func workload(seed uint64, runs int) eventgen.Workload {
+	return eventgen.Generate(eventgen.Config{
+		Seed: seed, Runs: runs, DuplicateRate: 0.05, ShuffleRate: 0.2,
+		MalformedRate: 0.02, RetryRate: 0.1, UnkeyedRate: 0.05,
+	})
+}
+
+func TestEndToEndCatchUp(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, 4)
+	wl := workload(1, 300)
+	p.produce(wl.Messages)
+	r := p.start("w1", p.config(true))
+	r.wait(t)
+	p.verify()
+	s := r.w.Stats()
+	require.Equal(t, int64(len(wl.Messages)), s.Messages.Load(), "every message consumed once")
+	require.Equal(t, int64(wl.Valid), s.Events.Load())
+	require.Equal(t, int64(wl.Invalid), s.DeadLetters.Load())
+	require.Zero(t, s.Fenced.Load())
+}
+
+func TestRestartMidway(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, 4)
+	wl := workload(2, 400)
+	p.produce(wl.Messages)
+	r := p.start("first", p.config(false))
+	require.Eventually(t, func() bool { return r.w.Stats().Events.Load() >= int64(wl.Valid/3) },
+		time.Minute, time.Millisecond)
+	r.stop(t) // mid-stream, with batches in flight
+	applied := r.w.Stats().Events.Load()
+	require.Less(t, applied, int64(wl.Valid), "the first worker must stop before the end")
+
+	r2 := p.start("second", p.config(true))
+	r2.wait(t)
+	p.verify()
+	require.Equal(t, int64(wl.Valid), applied+r2.w.Stats().Events.Load(), "0 lost and 0 applied twice across the restart")
+}
+
+func TestTwoWorkersWithRebalance(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, 6)
+	wl := workload(3, 600)
+	half := len(wl.Messages) / 2
+	p.produce(wl.Messages[:half])
+	a := p.start("a", p.config(false))
+	require.Eventually(t, func() bool { return a.w.Stats().Events.Load() > 100 }, time.Minute, time.Millisecond)
+	b := p.start("b", p.config(false)) // joins: the group rebalances midway
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := p.cluster.WaitGroupStable(ctx, p.group, 2)
+	require.NoError(t, err, "the second worker never joined the group")
+	p.produce(wl.Messages[half:])
+	require.Eventually(t, func() bool {
+		return a.w.Stats().Events.Load()+b.w.Stats().Events.Load() == int64(wl.Valid) &&
+			a.w.Stats().DeadLetters.Load()+b.w.Stats().DeadLetters.Load() == int64(wl.Invalid)
+	}, 2*time.Minute, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return caughtUp(t, p) }, time.Minute, 10*time.Millisecond)
+	a.stop(t)
+	b.stop(t)
+	require.Positive(t, b.w.Stats().Messages.Load(), "the second worker took partitions")
+	require.GreaterOrEqual(t, a.w.Stats().Rebalances.Load(), int64(2), "the first worker went through a rebalance")
+	p.verify()
+}
+
+func caughtUp(t *testing.T, p *pipeline) bool {
+	stored, err := p.st.StoredOffsets(context.Background(), p.group)
+	require.NoError(t, err)
+	for part, hwm := range kafkatest.HighWatermarks(p.cluster, topic) {
+		if stored[projector.TopicPartition{Topic: topic, Partition: part}] != hwm {
+			return false
+		}
+	}
+	return true
+}
+
+func TestOffsetMovedByHandRestartsRunningWorker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPipeline(t, 2)
+	wl := workload(4, 200)
+	p.produce(wl.Messages)
+	r := p.start("w", p.config(false))
+	require.Eventually(t, func() bool { return caughtUp(t, p) }, time.Minute, 10*time.Millisecond)
+	p.verify()
+	consumed := r.w.Stats().Messages.Load()
+	hwm := kafkatest.HighWatermarks(p.cluster, topic)[0]
+
+	_, err := p.st.Pool().Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return r.w.Stats().Messages.Load() == consumed+hwm && caughtUp(t, p)
+	}, time.Minute, 10*time.Millisecond, "the worker consumes partition 0 again from offset 0")
+	require.Positive(t, r.w.Stats().Fenced.Load(), "the worker noticed the moved offset through the fence")
+	require.Equal(t, int64(wl.Valid), r.w.Stats().Events.Load(), "re-read events are recognised, not applied again")
+	p.verify()
+}
