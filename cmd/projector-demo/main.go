@@ -122,6 +122,7 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	total := int64(len(wl.Messages))
+	pr := newProgress(out)
 	for running := true; running; {
 		select {
 		case err = <-done:
@@ -131,10 +132,9 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 		s := w.Stats()
 		n := s.Messages.Load()
 		el := time.Since(start).Seconds()
-		fmt.Fprintf(out, "\rconsume   %s %5.1f%%  %d/%d messages  %d events  %d duplicates  %d dead letters  %.0f msg/s   ",
+		pr.print(!running, "consume   %s %5.1f%%  %d/%d messages  %d events  %d duplicates  %d dead letters  %.0f msg/s",
 			bar(n, total, 30), 100*float64(n)/float64(total), n, total, s.Events.Load(), s.Duplicates.Load(), s.DeadLetters.Load(), float64(n)/el)
 	}
-	fmt.Fprintln(out)
 	if err != nil {
 		return err
 	}
@@ -178,16 +178,47 @@ func produce(ctx context.Context, out io.Writer, brokers []string, msgs []projec
 	}
 	defer p.Close()
 	const chunk = 5000
+	pr := newProgress(out)
 	for i := 0; i < len(msgs); i += chunk {
 		if err := p.Produce(ctx, msgs[i:min(i+chunk, len(msgs))]); err != nil {
 			return err
 		}
 		n := min(i+chunk, len(msgs))
-		fmt.Fprintf(out, "\rproduce   %s %5.1f%%  %d/%d messages   ", bar(int64(n), int64(len(msgs)), 30),
+		pr.print(n == len(msgs), "produce   %s %5.1f%%  %d/%d messages", bar(int64(n), int64(len(msgs)), 30),
 			100*float64(n)/float64(len(msgs)), n, len(msgs))
 	}
-	fmt.Fprintln(out)
 	return nil
+}
+
+// progress prints a progress line: redrawn in place on a terminal, one
+// line every few seconds otherwise (CI logs, pipes).
+type progress struct {
+	out      io.Writer
+	terminal bool
+	last     time.Time
+}
+
+func newProgress(out io.Writer) *progress {
+	p := &progress{out: out}
+	if f, ok := out.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.terminal = true
+		}
+	}
+	return p
+}
+
+func (p *progress) print(final bool, format string, args ...any) {
+	switch {
+	case p.terminal:
+		fmt.Fprintf(p.out, "\r"+format+"   ", args...)
+		if final {
+			fmt.Fprintln(p.out)
+		}
+	case final || time.Since(p.last) >= 2*time.Second:
+		fmt.Fprintf(p.out, format+"\n", args...)
+		p.last = time.Now()
+	}
 }
 
 func bar(n, total int64, width int) string {
@@ -230,11 +261,11 @@ func summary(ctx context.Context, out io.Writer, st *store.Store, wl eventgen.Wo
 		return rows.Err()
 	}
 	for _, s := range []struct{ title, q string }{
-		{"runs by status (workflow_runs)", `SELECT status, count(*) AS runs, round(avg(duration_ms)) AS avg_duration_ms, sum(steps_failed) AS failed_steps FROM workflow_runs GROUP BY status ORDER BY runs DESC`},
+		{"runs by status (workflow_runs)", `SELECT status, count(*) AS runs, round(avg(duration_ms))::bigint AS avg_duration_ms, sum(steps_failed)::bigint AS failed_steps FROM workflow_runs GROUP BY status ORDER BY runs DESC`},
 		{"runs by source", `SELECT source, count(*) AS runs, count(*) FILTER (WHERE attempt > 1) AS rerun, count(*) FILTER (WHERE status = 'failed') AS failed FROM workflow_runs GROUP BY source ORDER BY runs DESC`},
 		{"dead letters by reason (dead_letters)", `SELECT reason, count(*) AS messages, min(error) AS example_error FROM dead_letters GROUP BY reason ORDER BY messages DESC`},
 		{"stored offsets (consumer_offsets)", `SELECT topic, partition, next_offset FROM consumer_offsets ORDER BY topic, partition`},
-		{"totals", `SELECT (SELECT count(*) FROM workflow_events) AS events, (SELECT count(*) FROM workflow_runs) AS runs, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT sum(event_count) FROM workflow_runs) AS sum_event_count`},
+		{"totals", `SELECT (SELECT count(*) FROM workflow_events) AS events, (SELECT count(*) FROM workflow_runs) AS runs, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT sum(event_count)::bigint FROM workflow_runs) AS sum_event_count`},
 	} {
 		if err := section(s.title, s.q); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"log"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/IBM/sarama"
 	"github.com/sirupsen/logrus"
@@ -66,7 +67,7 @@ type app struct {
 func newApp(stdout, stderr io.Writer) *cli.Command {
 	a := &app{log: logrus.New(), stdout: stdout}
 	a.log.SetOutput(stderr)
-	return &cli.Command{
+	root := &cli.Command{
 		Name:  "projector",
 		Usage: "apply workflow events from Kafka to a run-state projection in PostgreSQL, exactly once",
 		Description: "Each transaction that applies events also stores the partition offsets in PostgreSQL;\n" +
@@ -85,14 +86,24 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
 			return ctx, a.setupLogging(cmd.String("log-level"), cmd.String("log-format"))
 		},
-		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
-			return usageError{err}
-		},
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
 		Commands: []*cli.Command{
 			a.migrateCommand(),
 			a.runCommand(),
 		},
+	}
+	markUsageErrors(root)
+	return root
+}
+
+// markUsageErrors makes a flag that does not parse, on any command, a
+// usage error (exit code 2).
+func markUsageErrors(cmd *cli.Command) {
+	cmd.OnUsageError = func(_ context.Context, _ *cli.Command, err error, _ bool) error {
+		return usageError{err}
+	}
+	for _, sub := range cmd.Commands {
+		markUsageErrors(sub)
 	}
 }
 
@@ -110,9 +121,25 @@ func (a *app) setupLogging(level, format string) error {
 	default:
 		return usagef("--log-format: %q is not text or json", format)
 	}
-	// sarama's own log lines, at debug level: they are many.
-	sarama.Logger = log.New(a.log.WithField("component", "sarama").WriterLevel(logrus.DebugLevel), "", 0)
+	saramaLog.Store(a.log.WithField("component", "sarama"))
 	return nil
+}
+
+// saramaLog receives sarama's own log lines, at debug level: they are
+// many. sarama's logger is a package variable, set once; the logrus entry
+// behind it is swapped atomically when a command sets up logging.
+var saramaLog atomic.Pointer[logrus.Entry]
+
+func init() {
+	saramaLog.Store(logrus.NewEntry(logrus.New()))
+	sarama.Logger = log.New(saramaWriter{}, "", 0)
+}
+
+type saramaWriter struct{}
+
+func (saramaWriter) Write(p []byte) (int, error) {
+	saramaLog.Load().Debug(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/projector-run/projector/projector/eventgen"
+	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/store/storetest"
+)
+
+// runCLI runs the command line in-process and returns its exit code, stdout
+// and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := run(ctx, append([]string{"projector"}, args...), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestUsageErrorsExitTwoWithOneLine(t *testing.T) {
+	t.Parallel()
+	url := storetest.URL(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"run", "--nope"}, "nope"},
+		{"bad log level", []string{"--log-level", "loud", "migrate", "status"}, "--log-level"},
+		{"bad log format", []string{"--log-format", "xml", "migrate", "status"}, "--log-format"},
+		{"bad batch size", []string{"--database-url", url, "run", "--batch-size", "0"}, "batch-size"},
+		{"bad broker", []string{"--database-url", url, "--brokers", "nohost", "run"}, "brokers"},
+		{"bad topic", []string{"--database-url", url, "--topics", "a b", "run"}, "topics"},
+		{"bad batch wait", []string{"--database-url", url, "run", "--batch-wait", "soon"}, "batch-wait"},
+		{"bad database url", []string{"--database-url", "postgres://u:secret@host:notaport/db", "migrate", "status"}, "--database-url"},
+		{"stray argument", []string{"--database-url", url, "run", "extra"}, "extra"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			code, _, stderr := runCLI(t, tc.args...)
+			require.Equal(t, 2, code, stderr)
+			require.Contains(t, stderr, tc.want)
+			require.NotContains(t, stderr, "secret", "a password is never printed")
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			require.True(t, strings.HasPrefix(lines[len(lines)-1], "projector: "), stderr)
+		})
+	}
+}
+
+func TestRunRefusesUnmigratedDatabase(t *testing.T) {
+	t.Parallel()
+	code, _, stderr := runCLI(t, "--database-url", storetest.EmptyURL(t), "--brokers", "127.0.0.1:1", "run")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "projector migrate up")
+}
+
+func TestMigrateUpStatusDown(t *testing.T) {
+	t.Parallel()
+	url := storetest.EmptyURL(t)
+	code, out, stderr := runCLI(t, "--database-url", url, "migrate", "status")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, "pending")
+
+	code, out, stderr = runCLI(t, "--database-url", url, "migrate", "up")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, "applied 00001_init.sql")
+	code, out, _ = runCLI(t, "--database-url", url, "migrate", "up")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "up to date")
+
+	code, out, _ = runCLI(t, "--database-url", url, "migrate", "status")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "applied")
+
+	code, out, stderr = runCLI(t, "--database-url", url, "migrate", "down")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, "rolled back 00001_init.sql")
+}
+
+func TestHelpNamesEveryFlagAndVariable(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCLI(t, "--help")
+	require.Equal(t, 0, code)
+	for _, s := range []string{"--brokers", "KAFKA_BROKERS", "--topics", "KAFKA_TOPICS", "--group", "KAFKA_GROUP_ID",
+		"--database-url", "DATABASE_URL", "--log-level", "LOG_LEVEL", "--log-format", "LOG_FORMAT", "migrate", "run"} {
+		require.Contains(t, out, s)
+	}
+	code, out, _ = runCLI(t, "run", "--help")
+	require.Equal(t, 0, code)
+	for _, s := range []string{"--until-caught-up", "--batch-size", "BATCH_SIZE", "--batch-wait"} {
+		require.Contains(t, out, s)
+	}
+}
+
+// TestRunUntilCaughtUpFromEnvironment runs the worker as a user would,
+// configured by environment variables, with a flag overriding one of them.
+func TestRunUntilCaughtUpFromEnvironment(t *testing.T) {
+	cluster := kafkatest.New(t, "events-a", 3)
+	wl := eventgen.Generate(eventgen.Config{Seed: 9, Runs: 100, DuplicateRate: 0.1, MalformedRate: 0.05})
+	kafkatest.Produce(t, cluster, "events-a", wl.Messages)
+	url := storetest.URL(t)
+
+	t.Setenv("KAFKA_BROKERS", cluster.ListenAddrs()[0])
+	t.Setenv("KAFKA_TOPICS", "no-such-topic")
+	t.Setenv("DATABASE_URL", url)
+	t.Setenv("KAFKA_GROUP_ID", "env-group")
+	t.Setenv("LOG_FORMAT", "json")
+	code, _, stderr := runCLI(t, "--topics", "events-a", "run", "--until-caught-up")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, `"msg":"caught up`)
+	require.NotContains(t, stderr, "no-such-topic", "the flag wins over the environment")
+
+	st := storetest.Open(t, url)
+	var events, dead int
+	var group string
+	require.NoError(t, st.Pool().QueryRow(context.Background(),
+		`SELECT (SELECT count(*) FROM workflow_events), (SELECT count(*) FROM dead_letters), (SELECT min(group_id) FROM consumer_offsets)`).Scan(&events, &dead, &group))
+	require.Equal(t, wl.Valid, events)
+	require.Equal(t, wl.Invalid, dead)
+	require.Equal(t, "env-group", group)
+}
