@@ -226,8 +226,10 @@ func topicsExist(client sarama.Client, topics []string) error {
 }
 
 // waitCaughtUp returns nil once every partition of the topics has its
-// stored offset at or past its high watermark (an empty partition with no
-// stored row counts as caught up).
+// stored offset at its high watermark (an empty partition with no stored
+// row counts as caught up). A stored offset past the high watermark is
+// not caught up: the broker lost messages, and the claim must reposition
+// and report it first.
 func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, client sarama.Client) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -264,7 +266,7 @@ func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, erro
 				return false, err
 			}
 			next, ok := stored[TopicPartition{t, p}]
-			if ok && next >= hwm {
+			if ok && next == hwm {
 				continue
 			}
 			if !ok {

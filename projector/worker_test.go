@@ -289,3 +289,133 @@ func TestOffsetMovedByHandRestartsRunningWorker(t *testing.T) {
 	require.Equal(t, int64(wl.Valid), r.w.Stats().Events.Load(), "re-read events are recognised, not applied again")
 	p.verify()
 }
+
+func TestStoredOffsetBelowLogStartIsReportedAndSkippedForward(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPipeline(t, 1)
+	wl := workload(5, 60)
+	p.produce(wl.Messages)
+	// Retention deleted the first 100 messages before any was applied.
+	require.NoError(t, p.cluster.DeleteRecords(topic, 0, 100))
+	_, err := p.st.Claim(ctx, p.group, topic, 0, 0, "earlier-worker")
+	require.NoError(t, err)
+
+	r := p.start("w", p.config(true))
+	r.wait(t)
+	require.Equal(t, int64(1), r.w.Stats().Incidents.Load())
+	var kind string
+	var expected, actual int64
+	require.NoError(t, p.st.Pool().QueryRow(ctx,
+		`SELECT kind, expected_offset, actual_offset FROM consumer_incidents`).Scan(&kind, &expected, &actual))
+	require.Equal(t, projector.IncidentOffsetOutOfRange, kind)
+	require.Equal(t, int64(0), expected)
+	require.Equal(t, int64(100), actual)
+	require.Equal(t, int64(len(wl.Messages)-100), r.w.Stats().Messages.Load(), "consumed from the log start on")
+	p.produced = p.produced[100:] // what the broker still had
+	p.verify()
+}
+
+func TestStoredOffsetAboveHighWatermarkIsReported(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPipeline(t, 1)
+	wl := workload(6, 40)
+	p.produce(wl.Messages)
+	// The topic was recreated: the stored offset is past its end.
+	_, err := p.st.Claim(ctx, p.group, topic, 0, 0, "earlier-worker")
+	require.NoError(t, err)
+	_, err = p.st.Pool().Exec(ctx, `UPDATE consumer_offsets SET next_offset = 1000000`)
+	require.NoError(t, err)
+
+	r := p.start("w", p.config(true))
+	r.wait(t)
+	require.Equal(t, int64(1), r.w.Stats().Incidents.Load())
+	var detail string
+	require.NoError(t, p.st.Pool().QueryRow(ctx, `SELECT detail FROM consumer_incidents`).Scan(&detail))
+	require.Contains(t, detail, "recreated")
+	p.verify()
+}
+
+// rejecting wraps the real store and refuses, as PostgreSQL refuses bad
+// data, every batch that holds the event "poison".
+type rejecting struct{ *store.Store }
+
+func (r rejecting) Apply(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
+	for _, rec := range b.Records {
+		if rec.Event.EventID == "poison" {
+			return projector.Applied{}, fmt.Errorf("%w: invalid input syntax", projector.ErrRejected)
+		}
+	}
+	return r.Store.Apply(ctx, b)
+}
+
+func TestRejectedEventIsIsolatedAsUnstorableDeadLetter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPipeline(t, 1)
+	wl := workload(7, 30)
+	poison := []byte(`{"event_id":"poison","event_type":"run.queued","source":"s","workflow_id":"w","workflow_run_id":"r","timestamp":"2026-01-01T00:00:00Z"}`)
+	msgs := slices.Insert(slices.Clone(wl.Messages), 37, projector.Message{Key: []byte("r"), Value: poison})
+	p.produce(msgs)
+
+	cfg := p.config(true)
+	cfg.Owner = "w"
+	w, err := projector.NewWorker(cfg, rejecting{p.st}, testLogger(t, "w"))
+	require.NoError(t, err)
+	require.NoError(t, w.Run(ctx))
+
+	var reason, errText string
+	var value []byte
+	require.NoError(t, p.st.Pool().QueryRow(ctx,
+		`SELECT reason, error, value FROM dead_letters WHERE "offset" = 37`).Scan(&reason, &errText, &value))
+	require.Equal(t, projector.ReasonUnstorable, reason)
+	require.Contains(t, errText, "invalid input syntax")
+	require.Equal(t, poison, value)
+	var events int
+	require.NoError(t, p.st.Pool().QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&events))
+	require.Equal(t, wl.Valid, events, "every other event applied")
+	require.Equal(t, int64(len(msgs)), w.Stats().Messages.Load())
+	require.Equal(t, kafkatest.HighWatermarks(p.cluster, topic)[0], mustStored(t, p)[projector.TopicPartition{Topic: topic, Partition: 0}])
+}
+
+func mustStored(t *testing.T, p *pipeline) map[projector.TopicPartition]int64 {
+	stored, err := p.st.StoredOffsets(context.Background(), p.group)
+	require.NoError(t, err)
+	return stored
+}
+
+// TestDatabaseConnectionsKilledAreRetried kills the worker's PostgreSQL
+// connections over and over while it works: every batch is retried, none
+// becomes a dead letter, nothing is lost or applied twice.
+func TestDatabaseConnectionsKilledAreRetried(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPipeline(t, 4)
+	wl := workload(8, 400)
+	p.produce(wl.Messages)
+	var db string
+	require.NoError(t, p.st.Pool().QueryRow(ctx, `SELECT current_database()`).Scan(&db))
+	admin := storetest.Open(t, storetest.DefaultURL)
+
+	r := p.start("w", p.config(true))
+	killed := 0
+	for done := false; !done; {
+		select {
+		case err := <-r.done:
+			require.NoError(t, err)
+			r.done <- nil
+			done = true
+		case <-time.After(30 * time.Millisecond):
+			var n int
+			require.NoError(t, admin.Pool().QueryRow(ctx,
+				`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, db).Scan(&n))
+			killed += n
+		}
+	}
+	t.Logf("killed %d connections; %d retries", killed, r.w.Stats().Retries.Load())
+	require.Positive(t, killed)
+	require.Positive(t, r.w.Stats().Retries.Load())
+	p.st.Pool().Reset() // the last kill may have hit idle pooled connections
+	p.verify()
+}
