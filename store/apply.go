@@ -58,58 +58,12 @@ func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applie
 func (s *Store) applyEffects(ctx context.Context, tx pgx.Tx, topic string, partition int32, b *projector.Batch) (projector.Applied, error) {
 	var res projector.Applied
 	recs := b.UniqueRecords()
-	if len(recs) > 0 {
-		p := dbsqlc.InsertEventsParams{
-			Topic:          topic,
-			Partition:      partition,
-			EventIds:       make([]string, len(recs)),
-			WorkflowRunIds: make([]string, len(recs)),
-			WorkflowIds:    make([]string, len(recs)),
-			EventTypes:     make([]string, len(recs)),
-			Sources:        make([]string, len(recs)),
-			OccurredAts:    make([]pgtype.Timestamptz, len(recs)),
-			Attempts:       make([]int32, len(recs)),
-			StepIds:        make([]string, len(recs)),
-			Offsets:        make([]int64, len(recs)),
-			Payloads:       make([]string, len(recs)),
-		}
-		for i, r := range recs {
-			e := &r.Event
-			p.EventIds[i] = e.EventID
-			p.WorkflowRunIds[i] = e.WorkflowRunID
-			p.WorkflowIds[i] = e.WorkflowID
-			p.EventTypes[i] = e.EventType
-			p.Sources[i] = e.Source
-			p.OccurredAts[i] = pgtype.Timestamptz{Time: e.Timestamp, Valid: true}
-			p.Attempts[i] = e.Attempt
-			p.StepIds[i] = e.StepID
-			p.Offsets[i] = r.Offset
-			p.Payloads[i] = string(e.Payload)
-		}
-		inserted, err := s.q.InsertEvents(ctx, tx, p)
-		if err != nil {
-			return res, fmt.Errorf("insert events: %w", err)
-		}
-		res.Events = len(inserted)
-		res.Duplicates = len(b.Records) - len(inserted)
-		if len(inserted) > 0 {
-			fresh := make(map[string]struct{}, len(inserted))
-			for _, id := range inserted {
-				fresh[id] = struct{}{}
-			}
-			events := make([]projector.Event, 0, len(inserted))
-			for _, r := range recs {
-				if _, ok := fresh[r.Event.EventID]; ok {
-					events = append(events, r.Event)
-				}
-			}
-			runs := projector.FoldRuns(events)
-			if err := s.mergeRuns(ctx, tx, runs); err != nil {
-				return res, err
-			}
-			res.Runs = len(runs)
-		}
+	inserted, runs, err := s.storeEvents(ctx, tx, topic, partition, recs)
+	if err != nil {
+		return res, err
 	}
+	res.Events, res.Runs = inserted, runs
+	res.Duplicates = len(b.Records) - inserted
 	if len(b.DeadLetters) > 0 {
 		n, err := s.insertDeadLetters(ctx, tx, topic, partition, b.DeadLetters)
 		if err != nil {
@@ -118,6 +72,66 @@ func (s *Store) applyEffects(ctx context.Context, tx pgx.Tx, topic string, parti
 		res.DeadLetters = n
 	}
 	return res, nil
+}
+
+// storeEvents inserts events that came from one topic partition, skipping
+// event_ids already stored, and merges the new ones into their runs,
+// inside tx. recs must hold one record per event_id, sorted by event_id
+// (Batch.UniqueRecords). It returns how many events were new and how many
+// runs they touched.
+func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partition int32, recs []projector.Record) (inserted, runs int, err error) {
+	if len(recs) == 0 {
+		return 0, 0, nil
+	}
+	p := dbsqlc.InsertEventsParams{
+		Topic:          topic,
+		Partition:      partition,
+		EventIds:       make([]string, len(recs)),
+		WorkflowRunIds: make([]string, len(recs)),
+		WorkflowIds:    make([]string, len(recs)),
+		EventTypes:     make([]string, len(recs)),
+		Sources:        make([]string, len(recs)),
+		OccurredAts:    make([]pgtype.Timestamptz, len(recs)),
+		Attempts:       make([]int32, len(recs)),
+		StepIds:        make([]string, len(recs)),
+		Offsets:        make([]int64, len(recs)),
+		Payloads:       make([]string, len(recs)),
+	}
+	for i, r := range recs {
+		e := &r.Event
+		p.EventIds[i] = e.EventID
+		p.WorkflowRunIds[i] = e.WorkflowRunID
+		p.WorkflowIds[i] = e.WorkflowID
+		p.EventTypes[i] = e.EventType
+		p.Sources[i] = e.Source
+		p.OccurredAts[i] = pgtype.Timestamptz{Time: e.Timestamp, Valid: true}
+		p.Attempts[i] = e.Attempt
+		p.StepIds[i] = e.StepID
+		p.Offsets[i] = r.Offset
+		p.Payloads[i] = string(e.Payload)
+	}
+	ids, err := s.q.InsertEvents(ctx, tx, p)
+	if err != nil {
+		return 0, 0, fmt.Errorf("insert events: %w", err)
+	}
+	if len(ids) == 0 {
+		return 0, 0, nil
+	}
+	fresh := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		fresh[id] = struct{}{}
+	}
+	events := make([]projector.Event, 0, len(ids))
+	for _, r := range recs {
+		if _, ok := fresh[r.Event.EventID]; ok {
+			events = append(events, r.Event)
+		}
+	}
+	merged := projector.FoldRuns(events)
+	if err := s.mergeRuns(ctx, tx, merged); err != nil {
+		return 0, 0, err
+	}
+	return len(ids), len(merged), nil
 }
 
 // mergeRuns combines partial runs into the stored rows (projector.Combine

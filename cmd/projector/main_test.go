@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,4 +130,54 @@ func TestRunUntilCaughtUpFromEnvironment(t *testing.T) {
 	require.Equal(t, wl.Valid, events)
 	require.Equal(t, wl.Invalid, dead)
 	require.Equal(t, "env-group", group)
+}
+
+// TestMain lets the test binary act as the projector binary, so tests can
+// run it as a separate process and signal it.
+func TestMain(m *testing.M) {
+	if os.Getenv("PROJECTOR_TEST_AS_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestSIGTERMStopsTheWorkerWithExitZero(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.New(t, "workflow-events", 2)
+	wl := eventgen.Generate(eventgen.Config{Seed: 11, Runs: 50})
+	kafkatest.Produce(t, cluster, "workflow-events", wl.Messages)
+	url := storetest.URL(t)
+
+	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		cmd := exec.Command(os.Args[0], "run")
+		cmd.Env = append(os.Environ(), "PROJECTOR_TEST_AS_MAIN=1", "DATABASE_URL="+url,
+			"KAFKA_BROKERS="+cluster.ListenAddrs()[0], "LOG_LEVEL=debug")
+		stderr := &lockedBuffer{}
+		cmd.Stderr = stderr
+		require.NoError(t, cmd.Start())
+		require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "claimed partition") },
+			time.Minute, 20*time.Millisecond, "the worker never claimed its partitions")
+		require.NoError(t, cmd.Process.Signal(sig))
+		err := cmd.Wait()
+		require.NoError(t, err, "exit status after %v; stderr:\n%s", sig, stderr.String())
+		require.Contains(t, stderr.String(), "msg=stopped")
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
