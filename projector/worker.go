@@ -69,6 +69,9 @@ type Sink interface {
 type Stats struct {
 	Messages, Events, Duplicates, DeadLetters, Batches atomic.Int64
 	Fenced, Retries, Rebalances, Incidents             atomic.Int64
+	// BatchDurations times each committed batch transaction, retries
+	// included.
+	BatchDurations Histogram
 }
 
 // Worker consumes the topics with a Kafka consumer group and applies them
@@ -483,6 +486,7 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) e
 		return err
 	}
 	w.stats.Batches.Add(1)
+	w.stats.BatchDurations.Observe(time.Since(start))
 	w.stats.Messages.Add(int64(b.Len()))
 	w.stats.Events.Add(int64(res.Events))
 	w.stats.Duplicates.Add(int64(res.Duplicates))

@@ -78,6 +78,8 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	a.log.WithFields(logrus.Fields{
 		"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
 		"messages": s.Messages.Load(), "elapsed": time.Since(start).Round(time.Millisecond).String(),
+		"batches": s.Batches.Load(), "batch_p50_ms": ms(s.BatchDurations.Quantile(0.5)),
+		"batch_p99_ms": ms(s.BatchDurations.Quantile(0.99)), "batch_max_ms": ms(s.BatchDurations.Max()),
 	}).Info("stopped")
 	return err
 }
@@ -138,3 +140,5 @@ func (a *app) logProgress(ctx context.Context, w *projector.Worker) (stop func()
 	}()
 	return func() { cancel(); <-done }
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,370 @@
+// Command projector-bench measures projector end to end against the
+// ceiling of any sink that must store each event: it produces N events
+// into an in-process Kafka-protocol broker, runs the projector binary as a
+// separate process until it has caught up (against a fresh database), then
+// times COPY of the same events into a bare table on the same database.
+// It prints both rates, their ratio, the batch transaction times and the
+// worker's peak RSS. With --rate it measures steady state instead: events
+// produced at a fixed rate, and the time from produce to the run being
+// visible in workflow_runs. `make bench` runs it.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/kafkatest"
+)
+
+const topic = "workflow-events"
+
+type options struct {
+	projector   string
+	databaseURL string
+	events      int
+	partitions  int
+	rate        int
+	duration    time.Duration
+	extraArgs   string
+}
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("projector-bench", flag.ContinueOnError)
+	def := os.Getenv("DATABASE_URL")
+	if def == "" {
+		def = "postgres://postgres@127.0.0.1:5432/postgres"
+	}
+	fs.StringVar(&o.projector, "projector", "bin/projector", "the projector binary to measure")
+	fs.StringVar(&o.databaseURL, "database-url", def, "PostgreSQL server; the bench (re)creates a database named projector_bench on it [DATABASE_URL]")
+	fs.IntVar(&o.events, "events", 300_000, "events to produce (10 per run, keyed by run)")
+	fs.IntVar(&o.partitions, "partitions", 8, "partitions of the topic")
+	fs.IntVar(&o.rate, "rate", 0, "steady-state mode: produce this many events per second instead of a backlog")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "steady-state mode: how long to produce")
+	fs.StringVar(&o.extraArgs, "args", "", "extra arguments for `projector run`, space-separated (e.g. \"--batch-size 2000\")")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if o.events < 10 || o.partitions < 1 || o.rate < 0 {
+		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions positive, --rate not negative")
+		os.Exit(2)
+	}
+	var err error
+	if o.rate > 0 {
+		err = steady(context.Background(), o)
+	} else {
+		err = backlog(context.Background(), o)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "projector-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// workload makes n events of runs of 10 events each, keyed by run.
+func workload(n int, seed string) []projector.Message {
+	msgs := make([]projector.Message, 0, n)
+	t0 := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
+	sources := []string{"github-actions", "airflow", "argo", "jenkins"}
+	flows := []string{"build-and-test", "nightly-etl", "deploy-prod", "lint", "integration"}
+	for run := 0; len(msgs) < n; run++ {
+		id := fmt.Sprintf("%s-run-%08d", seed, run)
+		src, wf := sources[run%len(sources)], flows[run%len(flows)]
+		ts := t0.Add(time.Duration(run) * time.Second)
+		seq := 0
+		add := func(typ, step, data string) {
+			if len(msgs) == n {
+				return
+			}
+			stepField := ""
+			if step != "" {
+				stepField = `,"step_id":"` + step + `"`
+			}
+			if data == "" {
+				data = `{"runner":"ubuntu-24.04","trigger":"push","commit":"9f1c2ab"}`
+			}
+			v := fmt.Appendf(nil, `{"event_id":"%s-%02d","event_type":%q,"source":%q,"workflow_id":%q,"workflow_run_id":%q,"timestamp":%q,"attempt":1%s,"data":%s}`,
+				id, seq, typ, src, wf, id, ts.Add(time.Duration(seq)*1500*time.Millisecond).Format(time.RFC3339Nano), stepField, data)
+			msgs = append(msgs, projector.Message{Key: []byte(id), Value: v})
+			seq++
+		}
+		add(projector.TypeRunQueued, "", "")
+		add(projector.TypeRunStarted, "", "")
+		for _, step := range []string{"checkout", "build", "test"} {
+			add(projector.TypeStepStarted, step, "")
+			add(projector.TypeStepSucceeded, step, "")
+		}
+		add(projector.TypeStepSkipped, "deploy", "")
+		if run%7 == 0 {
+			add(projector.TypeRunFailed, "", `{"error":"exit code 1 in step test"}`)
+		} else {
+			add(projector.TypeRunSucceeded, "", "")
+		}
+	}
+	return msgs
+}
+
+func freshDatabase(ctx context.Context, rawURL, name string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" {
+		return "", errors.New("--database-url must be a postgres:// URL")
+	}
+	conn, err := pgx.Connect(ctx, rawURL)
+	if err != nil {
+		return "", fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(ctx)
+	id := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+id); err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// setup creates the database and the broker and produces msgs.
+func setup(ctx context.Context, o options, msgs []projector.Message) (dbURL string, brokers string, closeFn func(), err error) {
+	if dbURL, err = freshDatabase(ctx, o.databaseURL, "projector_bench"); err != nil {
+		return "", "", nil, err
+	}
+	if out, err := exec.Command(o.projector, "--database-url", dbURL, "migrate", "up").CombinedOutput(); err != nil {
+		return "", "", nil, fmt.Errorf("migrate: %v: %s", err, out)
+	}
+	cluster, err := kafkatest.Start(topic, int32(o.partitions))
+	if err != nil {
+		return "", "", nil, err
+	}
+	brokers = strings.Join(cluster.ListenAddrs(), ",")
+	if len(msgs) > 0 {
+		p, err := kafkatest.NewProducer(cluster.ListenAddrs(), topic)
+		if err != nil {
+			return "", "", nil, err
+		}
+		defer p.Close()
+		for i := 0; i < len(msgs); i += 10_000 {
+			if err := p.Produce(ctx, msgs[i:min(i+10_000, len(msgs))]); err != nil {
+				return "", "", nil, err
+			}
+		}
+	}
+	return dbURL, brokers, cluster.Close, nil
+}
+
+// worker starts `projector run` with JSON logs.
+func worker(o options, dbURL, brokers string, args ...string) (*exec.Cmd, io.ReadCloser, error) {
+	argv := append([]string{"--database-url", dbURL, "--brokers", brokers, "--log-format", "json", "run"}, args...)
+	argv = append(argv, strings.Fields(o.extraArgs)...)
+	cmd := exec.Command(o.projector, argv...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	return cmd, stderr, cmd.Start()
+}
+
+func backlog(ctx context.Context, o options) error {
+	msgs := workload(o.events, "b")
+	fmt.Printf("workload: %d events, 10 per run, keyed by run, %d partitions\n", len(msgs), o.partitions)
+	dbURL, brokers, closeBroker, err := setup(ctx, o, msgs)
+	if err != nil {
+		return err
+	}
+	defer closeBroker()
+
+	start := time.Now()
+	cmd, stderr, err := worker(o, dbURL, brokers, "--until-caught-up")
+	if err != nil {
+		return err
+	}
+	var stopped map[string]any
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "stopped" {
+			stopped = line
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && (line["level"] == "error" || line["level"] == "fatal") {
+			fmt.Fprintln(os.Stderr, sc.Text())
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("projector run: %w", err)
+	}
+	elapsed := time.Since(start)
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
+
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var stored int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&stored); err != nil {
+		return err
+	}
+	if stored != len(msgs) {
+		return fmt.Errorf("projector stored %d events of %d", stored, len(msgs))
+	}
+	copyRate, err := copyBaseline(ctx, conn, msgs)
+	if err != nil {
+		return err
+	}
+	rate := float64(len(msgs)) / elapsed.Seconds()
+	fmt.Printf("projector: %d events in %s: %.0f events/s (process start to caught up, exit included)\n", len(msgs), elapsed.Round(time.Millisecond), rate)
+	fmt.Printf("COPY:      %.0f events/s into a bare table shaped like workflow_events\n", copyRate)
+	fmt.Printf("ratio:     %.2f x COPY\n", rate/copyRate)
+	if stopped != nil {
+		fmt.Printf("batches:   %v, transaction p50 %v ms, p99 %v ms, max %v ms\n", stopped["batches"], stopped["batch_p50_ms"], stopped["batch_p99_ms"], stopped["batch_max_ms"])
+	}
+	fmt.Printf("peak RSS:  %.1f MB (the worker process)\n", float64(rss)/1024)
+	return nil
+}
+
+// copyBaseline times COPY of the same events, decoded, into a bare table
+// shaped like workflow_events (no keys, no indexes).
+func copyBaseline(ctx context.Context, conn *pgx.Conn, msgs []projector.Message) (float64, error) {
+	if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS copy_baseline; CREATE TABLE copy_baseline (LIKE workflow_events INCLUDING DEFAULTS)`); err != nil {
+		return 0, err
+	}
+	rows := make([][]any, len(msgs))
+	for i, m := range msgs {
+		e, err := projector.Decode(m.Value)
+		if err != nil {
+			return 0, err
+		}
+		var step any
+		if e.StepID != "" {
+			step = e.StepID
+		}
+		rows[i] = []any{e.EventID, e.WorkflowRunID, e.WorkflowID, e.EventType, e.Source, e.Timestamp, e.Attempt, step, topic, int32(i % 8), int64(i), string(e.Payload)}
+	}
+	cols := []string{"event_id", "workflow_run_id", "workflow_id", "event_type", "source", "occurred_at", "attempt", "step_id", "topic", "partition", "offset", "payload"}
+	start := time.Now()
+	n, err := conn.CopyFrom(ctx, pgx.Identifier{"copy_baseline"}, cols, pgx.CopyFromRows(rows))
+	if err != nil {
+		return 0, fmt.Errorf("copy: %w", err)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// steady produces at a fixed rate while the worker runs and measures the
+// time from produce to the run being visible in workflow_runs: each event
+// is the run.queued of a new run, and a poller reads new runs every 5 ms.
+func steady(ctx context.Context, o options) error {
+	dbURL, brokers, closeBroker, err := setup(ctx, o, nil)
+	if err != nil {
+		return err
+	}
+	defer closeBroker()
+	cmd, stderr, err := worker(o, dbURL, brokers)
+	if err != nil {
+		return err
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+
+	cluster := strings.Split(brokers, ",")
+	p, err := kafkatest.NewProducer(cluster, topic)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+
+	total := int(o.duration.Seconds() * float64(o.rate))
+	sent := make([]time.Time, total)
+	seen := make([]time.Duration, 0, total)
+	const tick = 10 * time.Millisecond
+	perTick := max(1, o.rate/int(time.Second/tick))
+	fmt.Printf("steady state: %d events/s for %s (%d events), one new run each\n", o.rate, o.duration, total)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for i := 0; i < total; {
+			<-t.C
+			n := min(perTick, total-i)
+			batch := make([]projector.Message, n)
+			now := time.Now()
+			for j := range n {
+				id := fmt.Sprintf("s-%09d", i+j)
+				batch[j] = projector.Message{Key: []byte(id), Value: fmt.Appendf(nil,
+					`{"event_id":%q,"event_type":"run.queued","source":"bench","workflow_id":"steady","workflow_run_id":%q,"timestamp":%q}`,
+					id, id, now.UTC().Format(time.RFC3339Nano))}
+				sent[i+j] = now
+			}
+			if err := p.Produce(ctx, batch); err != nil {
+				done <- err
+				return
+			}
+			i += n
+		}
+		done <- nil
+	}()
+	// Runs become visible out of order across partitions: read every run
+	// from the lowest one not seen yet.
+	seenAt := make([]bool, total)
+	low := 0
+	deadline := time.Now().Add(o.duration + time.Minute)
+	for low < total && time.Now().Before(deadline) {
+		rows, err := conn.Query(ctx, `SELECT workflow_run_id FROM workflow_runs WHERE workflow_run_id >= $1`, fmt.Sprintf("s-%09d", low))
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			i, _ := strconv.Atoi(strings.TrimPrefix(id, "s-"))
+			if !seenAt[i] {
+				seenAt[i] = true
+				seen = append(seen, now.Sub(sent[i]))
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for low < total && seenAt[low] {
+			low++
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		return err
+	}
+	if len(seen) < total {
+		return fmt.Errorf("only %d of %d events became visible", len(seen), total)
+	}
+	slices.Sort(seen)
+	q := func(f float64) time.Duration { return seen[int(f*float64(len(seen)-1))].Round(time.Millisecond) }
+	fmt.Printf("produce to visible in workflow_runs: p50 %s, p99 %s, max %s (poll interval 5 ms; %s total)\n",
+		q(0.5), q(0.99), seen[len(seen)-1].Round(time.Millisecond), time.Since(start).Round(time.Second))
+	return nil
+}
