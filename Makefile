@@ -38,9 +38,15 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test ./projector -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombine$$' -fuzztime $(FUZZTIME)
 
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+BENCH_EVENTS ?= 300000
+
 .PHONY: bench
-bench: ## Go benchmarks of decode, merge and batch building
-	$(GO) test ./projector ./store -run '^$$' -bench . -benchmem
+bench: build ## Go benchmarks (decode, merge, apply), then projector end to end against COPY, and steady-state latency
+	$(GO) test ./projector -run '^$$' -bench . -benchmem
+	$(GO) test ./store -run '^$$' -bench . -benchmem -benchtime 20x
+	$(GO) run ./cmd/projector-bench --projector bin/projector --database-url '$(BENCH_DATABASE_URL)' --events $(BENCH_EVENTS)
+	$(GO) run ./cmd/projector-bench --projector bin/projector --database-url '$(BENCH_DATABASE_URL)' --rate 5000 --duration 20s
 
 .PHONY: generate
 generate: $(SQLC) ## regenerate the sqlc code from store/internal/dbsqlc/*.sql

@@ -113,8 +113,12 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	// later start without Setup, so from Kafka's offsets.
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
 	sc.Consumer.MaxProcessingTime = time.Second
-	sc.ChannelBufferSize = max(256, w.cfg.BatchSize)
-	sc.Consumer.Fetch.Default = 4 << 20
+	// Bounded memory: at most this many messages wait per partition, and
+	// a fetch asks for 1 MiB per partition (sarama grows it for a larger
+	// message).
+	sc.ChannelBufferSize = 256
+	sc.Consumer.Fetch.Default = 1 << 20
+	sc.Consumer.MaxWaitTime = 250 * time.Millisecond
 	return sc
 }
 
@@ -171,7 +175,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { _ = group.Close(); <-errsDone }()
 
-	h := &handler{w: w, client: client, leases: map[TopicPartition]Lease{}}
+	h := &handler{w: w, client: client, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		bo := w.backoff()
@@ -194,7 +198,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.UntilCaughtUp {
 		g.Go(func() error {
 			defer cancel()
-			return w.waitCaughtUp(gctx, log, client)
+			return w.waitCaughtUp(gctx, log, client, h.nudge)
 		})
 	}
 	return ignoreCanceled(ctx, g.Wait())
@@ -233,8 +237,8 @@ func topicsExist(client sarama.Client, topics []string) error {
 // row counts as caught up). A stored offset past the high watermark is
 // not caught up: the broker lost messages, and the claim must reposition
 // and report it first.
-func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, client sarama.Client) error {
-	tick := time.NewTicker(200 * time.Millisecond)
+func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, client sarama.Client, nudge <-chan struct{}) error {
+	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		ok, err := w.caughtUp(ctx, client)
@@ -249,6 +253,7 @@ func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, clien
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-nudge:
 		}
 	}
 }
@@ -296,6 +301,9 @@ type handler struct {
 
 	mu     sync.Mutex
 	leases map[TopicPartition]Lease
+	// nudge asks the caught-up check to look now: a claim applied a batch
+	// up to the high watermark it knows of.
+	nudge chan struct{}
 }
 
 func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
@@ -409,6 +417,12 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		}
 		if err := h.apply(ctx, log, b); err != nil {
 			return h.endClaim(log, err)
+		}
+		if b.End >= claim.HighWaterMarkOffset() {
+			select {
+			case h.nudge <- struct{}{}:
+			default:
+			}
 		}
 		b.Lease.NextOffset = b.End
 		b.Reset()

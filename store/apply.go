@@ -17,61 +17,89 @@ import (
 // offset are what the batch's lease expects), stores the new events,
 // merges the runs they touch, stores the dead letters and moves the
 // offset to b.End. When the fence fails, nothing is written and the error
-// wraps projector.ErrFenced.
+// wraps projector.ErrFenced; when PostgreSQL refuses the data itself, it
+// wraps projector.ErrRejected.
+//
+// The statements are pipelined in three round trips: BEGIN, the lock and
+// the event insert; then, once the fence is checked and the new events
+// are known, the run merge, the dead letters and the offset; then COMMIT.
 func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
-	var res projector.Applied
-	l := b.Lease
-	err := s.withTx(ctx, func(tx pgx.Tx) error {
-		cur, err := s.q.LockOffset(ctx, tx, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition})
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: no stored offset row", projector.ErrFenced)
-		}
-		if err != nil {
-			return fmt.Errorf("lock offset: %w", err)
-		}
-		if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
-			return err
-		}
-		res, err = s.applyEffects(ctx, tx, l.Topic, l.Partition, b)
-		if err != nil {
-			return err
-		}
-		err = s.q.AdvanceOffset(ctx, tx, dbsqlc.AdvanceOffsetParams{
-			GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End,
-		})
-		if err != nil {
-			return fmt.Errorf("advance offset: %w", err)
-		}
-		return nil
-	})
+	res, err := s.apply(ctx, b)
 	if IsDataError(err) {
 		err = fmt.Errorf("%w: %w", projector.ErrRejected, err)
 	}
 	if err != nil {
+		l := b.Lease
 		return projector.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
 	}
 	return res, nil
 }
 
-// applyEffects stores a batch's events and dead letters and merges its
-// runs, inside tx.
-func (s *Store) applyEffects(ctx context.Context, tx pgx.Tx, topic string, partition int32, b *projector.Batch) (projector.Applied, error) {
-	var res projector.Applied
-	recs := b.UniqueRecords()
-	inserted, runs, err := s.storeEvents(ctx, tx, topic, partition, recs)
+func (s *Store) apply(ctx context.Context, b *projector.Batch) (res projector.Applied, err error) {
+	l := b.Lease
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
+		return res, fmt.Errorf("acquire connection: %w", err)
+	}
+	// A connection released inside a transaction is closed by the pool,
+	// which aborts the transaction: whatever fails below, nothing commits.
+	defer conn.Release()
+	defer func() {
+		if err != nil && !conn.Conn().IsClosed() {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+
+	recs := b.UniqueRecords()
+	var cur dbsqlc.LockOffsetRow
+	var ids []string
+	first := &pgx.Batch{}
+	first.Queue("BEGIN")
+	// Safe for exactly-once: a commit that a server crash loses takes its
+	// offset move with it, and the messages are read again. It saves the
+	// wait for the WAL flush on every batch.
+	first.Queue("SET LOCAL synchronous_commit = off")
+	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
+	if len(recs) > 0 {
+		dbsqlc.QueueInsertEvents(first, insertEventsParams(l.Topic, l.Partition, recs), &ids)
+	}
+	err = conn.SendBatch(ctx, first).Close()
+	if errors.Is(err, pgx.ErrNoRows) {
+		return res, fmt.Errorf("%w: no stored offset row", projector.ErrFenced)
+	}
+	if err != nil {
+		return res, fmt.Errorf("lock offset and insert events: %w", err)
+	}
+	if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
 		return res, err
 	}
-	res.Events, res.Runs = inserted, runs
-	res.Duplicates = len(b.Records) - inserted
-	if len(b.DeadLetters) > 0 {
-		n, err := s.insertDeadLetters(ctx, tx, topic, partition, b.DeadLetters)
-		if err != nil {
-			return res, err
-		}
-		res.DeadLetters = n
+
+	second := &pgx.Batch{}
+	runs := projector.FoldRuns(freshEvents(recs, ids))
+	if len(runs) > 0 {
+		dbsqlc.QueueMergeRuns(second, mergeRunsParams(runs))
 	}
-	return res, nil
+	var dead int64
+	if len(b.DeadLetters) > 0 {
+		dbsqlc.QueueInsertDeadLetters(second, deadLettersParams(l.Topic, l.Partition, b.DeadLetters), &dead)
+	}
+	dbsqlc.QueueAdvanceOffset(second, dbsqlc.AdvanceOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End})
+	if err = conn.SendBatch(ctx, second).Close(); err != nil {
+		return res, fmt.Errorf("merge runs and move offset: %w", err)
+	}
+	// Once COMMIT is sent, wait for its answer even if ctx ends now, so
+	// the caller knows whether the batch is in.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	if _, err = conn.Exec(cctx, "COMMIT"); err != nil {
+		return res, fmt.Errorf("commit: %w", err)
+	}
+	return projector.Applied{
+		Events:      len(ids),
+		Duplicates:  len(b.Records) - len(ids),
+		DeadLetters: int(dead),
+		Runs:        len(runs),
+	}, nil
 }
 
 // storeEvents inserts events that came from one topic partition, skipping
@@ -83,21 +111,53 @@ func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partit
 	if len(recs) == 0 {
 		return 0, 0, nil
 	}
+	ids, err := s.q.InsertEvents(ctx, tx, insertEventsParams(topic, partition, recs))
+	if err != nil {
+		return 0, 0, fmt.Errorf("insert events: %w", err)
+	}
+	merged := projector.FoldRuns(freshEvents(recs, ids))
+	if err := s.mergeRuns(ctx, tx, merged); err != nil {
+		return 0, 0, err
+	}
+	return len(ids), len(merged), nil
+}
+
+// freshEvents returns the events of recs whose event_id is in ids.
+func freshEvents(recs []projector.Record, ids []string) []projector.Event {
+	if len(ids) == 0 {
+		return nil
+	}
+	fresh := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		fresh[id] = struct{}{}
+	}
+	events := make([]projector.Event, 0, len(ids))
+	for _, r := range recs {
+		if _, ok := fresh[r.Event.EventID]; ok {
+			events = append(events, r.Event)
+		}
+	}
+	return events
+}
+
+func insertEventsParams(topic string, partition int32, recs []projector.Record) dbsqlc.InsertEventsParams {
+	n := len(recs)
 	p := dbsqlc.InsertEventsParams{
 		Topic:          topic,
 		Partition:      partition,
-		EventIds:       make([]string, len(recs)),
-		WorkflowRunIds: make([]string, len(recs)),
-		WorkflowIds:    make([]string, len(recs)),
-		EventTypes:     make([]string, len(recs)),
-		Sources:        make([]string, len(recs)),
-		OccurredAts:    make([]pgtype.Timestamptz, len(recs)),
-		Attempts:       make([]int32, len(recs)),
-		StepIds:        make([]string, len(recs)),
-		Offsets:        make([]int64, len(recs)),
-		Payloads:       make([]string, len(recs)),
+		EventIds:       make([]string, n),
+		WorkflowRunIds: make([]string, n),
+		WorkflowIds:    make([]string, n),
+		EventTypes:     make([]string, n),
+		Sources:        make([]string, n),
+		OccurredAts:    make([]pgtype.Timestamptz, n),
+		Attempts:       make([]int32, n),
+		StepIds:        make([]string, n),
+		Offsets:        make([]int64, n),
+		Payloads:       make([]string, n),
 	}
-	for i, r := range recs {
+	for i := range recs {
+		r := &recs[i]
 		e := &r.Event
 		p.EventIds[i] = e.EventID
 		p.WorkflowRunIds[i] = e.WorkflowRunID
@@ -110,33 +170,22 @@ func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partit
 		p.Offsets[i] = r.Offset
 		p.Payloads[i] = string(e.Payload)
 	}
-	ids, err := s.q.InsertEvents(ctx, tx, p)
-	if err != nil {
-		return 0, 0, fmt.Errorf("insert events: %w", err)
-	}
-	if len(ids) == 0 {
-		return 0, 0, nil
-	}
-	fresh := make(map[string]struct{}, len(ids))
-	for _, id := range ids {
-		fresh[id] = struct{}{}
-	}
-	events := make([]projector.Event, 0, len(ids))
-	for _, r := range recs {
-		if _, ok := fresh[r.Event.EventID]; ok {
-			events = append(events, r.Event)
-		}
-	}
-	merged := projector.FoldRuns(events)
-	if err := s.mergeRuns(ctx, tx, merged); err != nil {
-		return 0, 0, err
-	}
-	return len(ids), len(merged), nil
+	return p
 }
 
 // mergeRuns combines partial runs into the stored rows (projector.Combine
 // in SQL). runs must be sorted by workflow_run_id and hold one row per run.
 func (s *Store) mergeRuns(ctx context.Context, tx pgx.Tx, runs []projector.Run) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	if err := s.q.MergeRuns(ctx, tx, mergeRunsParams(runs)); err != nil {
+		return fmt.Errorf("merge %d runs: %w", len(runs), err)
+	}
+	return nil
+}
+
+func mergeRunsParams(runs []projector.Run) dbsqlc.MergeRunsParams {
 	n := len(runs)
 	p := dbsqlc.MergeRunsParams{
 		WorkflowRunIds:   make([]string, n),
@@ -179,13 +228,10 @@ func (s *Store) mergeRuns(ctx context.Context, tx pgx.Tx, runs []projector.Run) 
 		p.LatestEventIds[i] = r.LatestEventID
 		p.DecidingEventIds[i] = r.TerminalEventID
 	}
-	if err := s.q.MergeRuns(ctx, tx, p); err != nil {
-		return fmt.Errorf("merge %d runs: %w", n, err)
-	}
-	return nil
+	return p
 }
 
-func (s *Store) insertDeadLetters(ctx context.Context, tx pgx.Tx, topic string, partition int32, dls []projector.DeadLetter) (int, error) {
+func deadLettersParams(topic string, partition int32, dls []projector.DeadLetter) dbsqlc.InsertDeadLettersParams {
 	n := len(dls)
 	p := dbsqlc.InsertDeadLettersParams{
 		Topic:     topic,
@@ -205,9 +251,5 @@ func (s *Store) insertDeadLetters(ctx context.Context, tx pgx.Tx, topic string, 
 		p.Reasons[i] = d.Reason
 		p.Errors[i] = d.Error
 	}
-	rows, err := s.q.InsertDeadLetters(ctx, tx, p)
-	if err != nil {
-		return 0, fmt.Errorf("insert %d dead letters: %w", n, err)
-	}
-	return int(rows), nil
+	return p
 }

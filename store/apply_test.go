@@ -42,7 +42,7 @@ func batchOf(lease projector.Lease, values ...[]byte) *projector.Batch {
 	return b
 }
 
-func claim(t *testing.T, st *store.Store, partition int32) projector.Lease {
+func claim(t testing.TB, st *store.Store, partition int32) projector.Lease {
 	t.Helper()
 	l, err := st.Claim(context.Background(), group, topic, partition, 0, "test")
 	require.NoError(t, err)

@@ -86,10 +86,14 @@ func (s *Store) withTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	}
 	// Once the work is sent, wait for the commit's answer even if ctx ends
 	// now, so the caller knows whether the batch is in.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	if err := tx.Commit(cctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }
+
+// commitTimeout bounds how long a transaction whose work is done may take
+// to commit after its caller's context ended.
+const commitTimeout = 30 * time.Second

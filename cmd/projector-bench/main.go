@@ -42,6 +42,8 @@ type options struct {
 	rate        int
 	duration    time.Duration
 	extraArgs   string
+	setupSQL    string
+	workerLog   string
 }
 
 func main() {
@@ -58,6 +60,8 @@ func main() {
 	fs.IntVar(&o.rate, "rate", 0, "steady-state mode: produce this many events per second instead of a backlog")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "steady-state mode: how long to produce")
 	fs.StringVar(&o.extraArgs, "args", "", "extra arguments for `projector run`, space-separated (e.g. \"--batch-size 2000\")")
+	fs.StringVar(&o.setupSQL, "setup-sql", "", "SQL to run after the migrations, for experiments (e.g. dropping an index)")
+	fs.StringVar(&o.workerLog, "worker-log", "", "also write the worker's log lines to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -149,6 +153,17 @@ func setup(ctx context.Context, o options, msgs []projector.Message) (dbURL stri
 	if out, err := exec.Command(o.projector, "--database-url", dbURL, "migrate", "up").CombinedOutput(); err != nil {
 		return "", "", nil, fmt.Errorf("migrate: %v: %s", err, out)
 	}
+	if o.setupSQL != "" {
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return "", "", nil, err
+		}
+		_, err = conn.Exec(ctx, o.setupSQL)
+		_ = conn.Close(ctx)
+		if err != nil {
+			return "", "", nil, fmt.Errorf("--setup-sql: %w", err)
+		}
+	}
 	cluster, err := kafkatest.Start(topic, int32(o.partitions))
 	if err != nil {
 		return "", "", nil, err
@@ -196,12 +211,29 @@ func backlog(ctx context.Context, o options) error {
 		return err
 	}
 	var stopped map[string]any
-	sc := bufio.NewScanner(stderr)
+	var claimed, caught time.Duration
+	var logFile io.Writer = io.Discard
+	if o.workerLog != "" {
+		f, err := os.Create(o.workerLog)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logFile = f
+	}
+	sc := bufio.NewScanner(io.TeeReader(stderr, logFile))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "stopped" {
-			stopped = line
+		if json.Unmarshal(sc.Bytes(), &line) == nil {
+			switch msg, _ := line["msg"].(string); {
+			case msg == "stopped":
+				stopped = line
+			case msg == "claimed partition" && claimed == 0:
+				claimed = time.Since(start)
+			case strings.HasPrefix(msg, "caught up"):
+				caught = time.Since(start)
+			}
 		}
 		if json.Unmarshal(sc.Bytes(), &line) == nil && (line["level"] == "error" || line["level"] == "fatal") {
 			fmt.Fprintln(os.Stderr, sc.Text())
@@ -231,6 +263,8 @@ func backlog(ctx context.Context, o options) error {
 	}
 	rate := float64(len(msgs)) / elapsed.Seconds()
 	fmt.Printf("projector: %d events in %s: %.0f events/s (process start to caught up, exit included)\n", len(msgs), elapsed.Round(time.Millisecond), rate)
+	fmt.Printf("phases:    first partition claimed after %s, caught up after %s, exited after %s\n",
+		claimed.Round(time.Millisecond), caught.Round(time.Millisecond), elapsed.Round(time.Millisecond))
 	fmt.Printf("COPY:      %.0f events/s into a bare table shaped like workflow_events\n", copyRate)
 	fmt.Printf("ratio:     %.2f x COPY\n", rate/copyRate)
 	if stopped != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/sirupsen/logrus"
@@ -115,9 +116,9 @@ func (a *app) setupLogging(level, format string) error {
 	a.log.SetLevel(lvl)
 	switch format {
 	case "text":
-		a.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		a.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "2006-01-02T15:04:05.000Z07:00"})
 	case "json":
-		a.log.SetFormatter(&logrus.JSONFormatter{})
+		a.log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
 	default:
 		return usagef("--log-format: %q is not text or json", format)
 	}

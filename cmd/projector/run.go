@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -24,6 +26,7 @@ func (a *app) runCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch-size", Value: def.BatchSize, Usage: "most messages of one partition applied in one transaction", Sources: cli.EnvVars("BATCH_SIZE")},
 			&cli.DurationFlag{Name: "batch-wait", Value: def.BatchWait, Usage: "how long a partition's batch waits for more messages before it is applied", Sources: cli.EnvVars("BATCH_WAIT")},
 			&cli.StringFlag{Name: "kafka-version", Value: def.KafkaVersion, Usage: "Kafka protocol version to speak", Sources: cli.EnvVars("KAFKA_VERSION")},
+			&cli.StringFlag{Name: "cpu-profile", Usage: "write a pprof CPU profile of the run to this file", Sources: cli.EnvVars("CPU_PROFILE")},
 			&cli.IntFlag{Name: "db-max-conns", Value: 10, Usage: "PostgreSQL connections; partitions apply in parallel, one connection each", Sources: cli.EnvVars("DB_MAX_CONNS")},
 		},
 		Action: a.run,
@@ -69,6 +72,17 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	w, err := projector.NewWorker(cfg, st, a.log)
 	if err != nil {
 		return usageError{err}
+	}
+	if path := cmd.String("cpu-profile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return usagef("--cpu-profile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
 	stopProgress := a.logProgress(ctx, w)
