@@ -7,7 +7,7 @@ BIN := $(CURDIR)/.bin
 SQLC := $(BIN)/sqlc-$(SQLC_VERSION)
 # Short fuzz runs in `make test`; `make fuzz FUZZTIME=10m` for long ones.
 FUZZTIME ?= 10s
-DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 
 .PHONY: help
 help: ## list the targets
