@@ -619,7 +619,10 @@ func TestDecodeErrorText(t *testing.T) {
 
 // TestDecodeDeepNestingIsCheap: a value nested as deep as 1 MiB allows is
 // scanned without recursion, fast.
-func TestDecodeDeepNestingIsCheap(t *testing.T) {
+// TestDecodeDeepNestingIsRefused feeds 1 MiB of nesting: the scanner keeps
+// its own stack, so this neither overflows the goroutine stack nor
+// succeeds. (How fast it is belongs to BenchmarkDecode, not here.)
+func TestDecodeDeepNestingIsRefused(t *testing.T) {
 	t.Parallel()
 	half := (MaxValueBytes - 16) / 2
 	for _, in := range []string{
@@ -627,10 +630,8 @@ func TestDecodeDeepNestingIsCheap(t *testing.T) {
 		`{"a":` + strings.Repeat(`[`, MaxValueBytes-6),
 		`{"a":` + strings.Repeat(`{"a":`, (MaxValueBytes-6)/5),
 	} {
-		start := time.Now()
 		_, err := Decode([]byte(in))
 		require.Error(t, err)
-		require.Less(t, time.Since(start), time.Second)
 	}
 }
 
