@@ -500,9 +500,7 @@ func TestDecode(t *testing.T) {
 		reasons[tc.reason]++
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			start := time.Now()
 			e, err := Decode(tc.in)
-			require.Less(t, time.Since(start), 2*time.Second, "Decode is too slow")
 			if tc.reason == "" {
 				require.NoError(t, err)
 				require.Equal(t, len(tc.in), len(e.Payload))
