@@ -91,6 +91,9 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		Commands: []*cli.Command{
 			a.migrateCommand(),
 			a.runCommand(),
+			a.offsetsCommand(),
+			a.rebuildCommand(),
+			a.dlqCommand(),
 		},
 	}
 	markUsageErrors(root)
