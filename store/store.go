@@ -97,3 +97,27 @@ func (s *Store) withTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // commitTimeout bounds how long a transaction whose work is done may take
 // to commit after its caller's context ended.
 const commitTimeout = 30 * time.Second
+
+// RecreateDatabase drops database name on the server of serverURL (a
+// postgres:// URL), creates it empty, and returns its URL. The demo and
+// the benchmark start from a fresh database this way.
+func RecreateDatabase(ctx context.Context, serverURL, name string) (string, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil || u.Scheme == "" {
+		return "", fmt.Errorf("%s is not a postgres:// URL", RedactURL(serverURL))
+	}
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w", RedactURL(serverURL), err)
+	}
+	defer conn.Close(ctx)
+	id := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
+		return "", fmt.Errorf("drop database %s: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+id); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}

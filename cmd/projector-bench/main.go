@@ -13,11 +13,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/store"
 )
 
 const topic = "workflow-events"
@@ -124,30 +123,9 @@ func workload(n int, seed string) []projector.Message {
 	return msgs
 }
 
-func freshDatabase(ctx context.Context, rawURL, name string) (string, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme == "" {
-		return "", errors.New("--database-url must be a postgres:// URL")
-	}
-	conn, err := pgx.Connect(ctx, rawURL)
-	if err != nil {
-		return "", fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close(ctx)
-	id := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
-		return "", err
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+id); err != nil {
-		return "", err
-	}
-	u.Path = "/" + name
-	return u.String(), nil
-}
-
 // setup creates the database and the broker and produces msgs.
 func setup(ctx context.Context, o options, msgs []projector.Message) (dbURL string, brokers string, closeFn func(), err error) {
-	if dbURL, err = freshDatabase(ctx, o.databaseURL, "projector_bench"); err != nil {
+	if dbURL, err = store.RecreateDatabase(ctx, o.databaseURL, "projector_bench"); err != nil {
 		return "", "", nil, err
 	}
 	if out, err := exec.Command(o.projector, "--database-url", dbURL, "migrate", "up").CombinedOutput(); err != nil {

@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/sirupsen/logrus"
 
 	"github.com/projector-run/projector/projector"
@@ -65,9 +63,9 @@ func main() {
 }
 
 func demo(ctx context.Context, out io.Writer, opts options) error {
-	dbURL, err := freshDatabase(ctx, opts.databaseURL, "projector_demo")
+	dbURL, err := store.RecreateDatabase(ctx, opts.databaseURL, "projector_demo")
 	if err != nil {
-		return err
+		return fmt.Errorf("--database-url: %w (is PostgreSQL running? see README)", err)
 	}
 	fmt.Fprintf(out, "database  %s (created fresh)\n", store.RedactURL(dbURL))
 	st, err := store.Open(ctx, store.Config{URL: dbURL, MaxConns: int32(opts.partitions + 2)})
@@ -146,29 +144,6 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	fmt.Fprintf(out, "caught up in %s: %.0f events/s applied, %.0f messages/s consumed\n\n",
 		elapsed.Round(time.Millisecond), float64(s.Events.Load())/elapsed.Seconds(), float64(s.Messages.Load())/elapsed.Seconds())
 	return summary(ctx, out, st, wl)
-}
-
-// freshDatabase drops and creates database name on the server of rawURL,
-// and returns the URL of the new database.
-func freshDatabase(ctx context.Context, rawURL, name string) (string, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme == "" {
-		return "", fmt.Errorf("--database-url: %q is not a postgres:// URL", store.RedactURL(rawURL))
-	}
-	conn, err := pgx.Connect(ctx, rawURL)
-	if err != nil {
-		return "", fmt.Errorf("connect to %s: %w (is PostgreSQL running? see README)", store.RedactURL(rawURL), err)
-	}
-	defer conn.Close(ctx)
-	id := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
-		return "", fmt.Errorf("drop database %s: %w", name, err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+id); err != nil {
-		return "", fmt.Errorf("create database %s: %w", name, err)
-	}
-	u.Path = "/" + name
-	return u.String(), nil
 }
 
 func produce(ctx context.Context, out io.Writer, brokers []string, msgs []projector.Message) error {
