@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/projector"
@@ -49,29 +48,6 @@ func claim(t testing.TB, st *store.Store, partition int32) projector.Lease {
 	return l
 }
 
-// snapshot returns every table's rows as text, without wall-clock columns.
-func snapshot(t *testing.T, pool *pgxpool.Pool) map[string][]string {
-	t.Helper()
-	queries := map[string]string{
-		"workflow_events":  `SELECT format('%s|%s|%s|%s|%s|%s|%s|%s', event_id, workflow_run_id, event_type, occurred_at, attempt, partition, "offset", payload) FROM workflow_events ORDER BY event_id`,
-		"workflow_runs":    `SELECT format('%s', (r.workflow_run_id, r.workflow_id, r.source, r.attempt, r.status, r.queued_at, r.started_at, r.finished_at, r.duration_ms, r.error, r.steps_succeeded, r.steps_failed, r.steps_skipped, r.event_count, r.first_event_at, r.last_event_at, r.latest_event_id, r.deciding_event_id)) FROM workflow_runs r ORDER BY workflow_run_id`,
-		"dead_letters":     `SELECT format('%s|%s|%s|%s|%s|%s|%s', partition, "offset", key, value, headers, reason, error) FROM dead_letters ORDER BY partition, "offset"`,
-		"consumer_offsets": `SELECT format('%s|%s|%s', topic, partition, next_offset) FROM consumer_offsets ORDER BY topic, partition`,
-	}
-	out := map[string][]string{}
-	for name, q := range queries {
-		rows, err := pool.Query(context.Background(), q)
-		require.NoError(t, err)
-		for rows.Next() {
-			var s string
-			require.NoError(t, rows.Scan(&s))
-			out[name] = append(out[name], s)
-		}
-		require.NoError(t, rows.Err())
-	}
-	return out
-}
-
 func TestApplyStoresEventsRunsDeadLettersAndOffset(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -98,8 +74,8 @@ func TestApplyStoresEventsRunsDeadLettersAndOffset(t *testing.T) {
 	require.Equal(t, t0.Truncate(time.Microsecond), r.QueuedAt.Time)
 	require.Equal(t, int64(1500), r.DurationMS.Int64)
 
-	snap := snapshot(t, st.Pool())
-	require.Equal(t, []string{"workflow-events|0|5"}, snap["consumer_offsets"])
+	snap := storetest.Snapshot(t, st)
+	require.Equal(t, []string{"test-group|workflow-events|0|5"}, snap["consumer_offsets"])
 	require.Len(t, snap["dead_letters"], 1)
 	var key, value []byte
 	var headers, reason string
@@ -123,7 +99,7 @@ func TestApplyTwiceChangesNothing(t *testing.T) {
 	}
 	_, err := st.Apply(ctx, batchOf(claim(t, st, 0), values...))
 	require.NoError(t, err)
-	before := snapshot(t, st.Pool())
+	before := storetest.Snapshot(t, st)
 
 	// The same messages delivered again, as after an offset moved back by
 	// hand without removing effects.
@@ -133,7 +109,7 @@ func TestApplyTwiceChangesNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, res.Events)
 	require.Equal(t, 3, res.Duplicates)
-	require.Equal(t, before, snapshot(t, st.Pool()))
+	require.Equal(t, before, storetest.Snapshot(t, st))
 }
 
 func TestStaleOwnerIsFenced(t *testing.T) {
@@ -144,11 +120,11 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 	stale := claim(t, st, 3)
 	current := claim(t, st, 3) // a new session took the partition
 	require.Greater(t, current.Epoch, stale.Epoch)
-	before := snapshot(t, st.Pool())
+	before := storetest.Snapshot(t, st)
 
 	_, err := st.Apply(ctx, batchOf(stale, eventJSON("z1", "run.queued", "rz", t0, 1, ""), []byte(`bad`)))
 	require.ErrorIs(t, err, projector.ErrFenced)
-	require.Equal(t, before, snapshot(t, st.Pool()), "a fenced batch writes nothing")
+	require.Equal(t, before, storetest.Snapshot(t, st), "a fenced batch writes nothing")
 
 	// The offset moved by someone else fences too, even with the right epoch.
 	_, err = st.Pool().Exec(ctx, `UPDATE consumer_offsets SET next_offset = 7 WHERE partition = 3`)
@@ -169,7 +145,7 @@ func TestCancelledTransactionLeavesNothing(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	_, err := st.Apply(ctx, batchOf(claim(t, st, 0), eventJSON("x1", "run.queued", "rx", t0, 1, "")))
 	require.NoError(t, err)
-	before := snapshot(t, st.Pool())
+	before := storetest.Snapshot(t, st)
 
 	// Another transaction holds the run's row, so the batch stops midway:
 	// after its events are inserted, while merging the run.
@@ -195,7 +171,7 @@ func TestCancelledTransactionLeavesNothing(t *testing.T) {
 	err = <-done
 	require.Error(t, err)
 	require.NoError(t, blocker.Rollback(ctx))
-	require.Equal(t, before, snapshot(t, st.Pool()), "a cancelled batch leaves nothing half-written")
+	require.Equal(t, before, storetest.Snapshot(t, st), "a cancelled batch leaves nothing half-written")
 }
 
 func TestDataErrorIsRejected(t *testing.T) {
