@@ -265,3 +265,34 @@ func TestMergeRunsMatchesProject(t *testing.T) {
 		require.Equal(t, d, row.DurationMS.Int64)
 	}
 }
+
+// TestRepeatedEventIDFirstAppliedWins: messages repeating an event_id are
+// applied once, and the first one applied is the one kept, within a batch
+// (lowest offset) and across batches, even when their contents differ.
+func TestRepeatedEventIDFirstAppliedWins(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	lease := claim(t, st, 0)
+	b := batchOf(lease,
+		eventJSON("same", "run.started", "r1", t0, 1, ""),
+		eventJSON("same", "run.cancelled", "r1", t0, 1, ""),
+	)
+	_, err := st.Apply(ctx, b)
+	require.NoError(t, err)
+	lease.NextOffset = b.End
+	_, err = st.Apply(ctx, batchOf(lease, eventJSON("same", "run.succeeded", "r1", t0, 1, "")))
+	require.NoError(t, err)
+
+	var typ string
+	var offset int64
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT event_type, "offset" FROM workflow_events WHERE event_id = 'same'`).Scan(&typ, &offset))
+	require.Equal(t, "run.started", typ)
+	require.Equal(t, int64(0), offset)
+	runs, err := st.ListRuns(ctx)
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	require.Equal(t, "running", runs[0].Status)
+	require.Equal(t, int64(1), runs[0].EventCount)
+}
