@@ -117,7 +117,7 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	// a fetch asks for 1 MiB per partition (sarama grows it for a larger
 	// message).
 	sc.ChannelBufferSize = 256
-	sc.Consumer.Fetch.Default = 1 << 20
+	sc.Consumer.Fetch.Default = 256 << 10
 	sc.Consumer.MaxWaitTime = 250 * time.Millisecond
 	return sc
 }
