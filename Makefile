@@ -39,7 +39,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombine$$' -fuzztime $(FUZZTIME)
 
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
-BENCH_EVENTS ?= 300000
+BENCH_EVENTS ?= 1000000
 
 .PHONY: bench
 bench: build ## Go benchmarks (decode, merge, apply), then projector end to end against COPY, and steady-state latency

@@ -21,7 +21,9 @@ CREATE TABLE workflow_events (
 
 CREATE INDEX workflow_events_run_idx ON workflow_events (workflow_run_id);
 -- Offsets reset removes the effects of every message at or after an offset.
-CREATE INDEX workflow_events_position_idx ON workflow_events (topic, partition, "offset");
+-- Rows arrive roughly in offset order, so a BRIN index finds them at a
+-- fraction of a B-tree's cost on every insert.
+CREATE INDEX workflow_events_offset_brin ON workflow_events USING brin ("offset");
 
 CREATE TABLE workflow_runs (
     workflow_run_id   text COLLATE "C" PRIMARY KEY,
