@@ -40,6 +40,22 @@ type Config struct {
 	// Owner names this worker in consumer_offsets.lease_owner. Default
 	// hostname:pid.
 	Owner string
+	// MirrorOffsets copies each stored offset to the group's committed
+	// offsets in Kafka after the database commit, for lag tools that read
+	// Kafka (kafka-consumer-groups, Burrow). Advisory: positions always
+	// come from PostgreSQL. Default false.
+	MirrorOffsets bool
+	// HighWatermarkInterval is how often each claimed partition's high
+	// watermark is stored beside its offset, for the consumer_lag view.
+	// Default 5s.
+	HighWatermarkInterval time.Duration
+	// LogInterval is how often each claimed partition logs, at info, what
+	// it applied since its last such line (offset range, events, dead
+	// letters, time). Default 10s.
+	LogInterval time.Duration
+	// Observer, when set, is told about batches, claims, fences, retries
+	// and rebalances, e.g. a *Metrics. Default none.
+	Observer Observer
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -54,6 +70,9 @@ func DefaultConfig() Config {
 		LeaseCheckInterval: 2 * time.Second,
 		RetryMin:           100 * time.Millisecond,
 		RetryMax:           10 * time.Second,
+
+		HighWatermarkInterval: 5 * time.Second,
+		LogInterval:           10 * time.Second,
 	}
 }
 
@@ -90,6 +109,12 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseCheckInterval <= 0 {
 		errs = append(errs, fmt.Errorf("lease-check-interval: must be positive, got %s", c.LeaseCheckInterval))
+	}
+	if c.HighWatermarkInterval <= 0 {
+		errs = append(errs, fmt.Errorf("high-watermark-interval: must be positive, got %s", c.HighWatermarkInterval))
+	}
+	if c.LogInterval <= 0 {
+		errs = append(errs, fmt.Errorf("log-interval: must be positive, got %s", c.LogInterval))
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("retry: need 0 < min <= max, got %s and %s", c.RetryMin, c.RetryMax))

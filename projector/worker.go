@@ -33,6 +33,9 @@ type Applied struct {
 	DeadLetters int
 	// Runs is the number of runs merged.
 	Runs int
+	// EventTypes counts Events by event_type, when the sink counts them
+	// (nil otherwise; metrics then tell them from the batch when they can).
+	EventTypes map[string]int
 }
 
 // Incident is something about a partition that an operator must see.
@@ -81,6 +84,7 @@ type Worker struct {
 	sink  Sink
 	log   logrus.FieldLogger
 	stats Stats
+	mon   *monitor // metrics.go
 }
 
 // NewWorker checks the configuration and returns a worker.
@@ -92,7 +96,7 @@ func NewWorker(cfg Config, sink Sink, log logrus.FieldLogger) (*Worker, error) {
 		host, _ := os.Hostname()
 		cfg.Owner = host + ":" + strconv.Itoa(os.Getpid())
 	}
-	return &Worker{cfg: cfg, sink: sink, log: log}, nil
+	return &Worker{cfg: cfg, sink: sink, log: log, mon: newMonitor(cfg, sink)}, nil
 }
 
 // Stats returns the worker's live counters.
@@ -105,13 +109,22 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	sc.Metadata.AllowAutoTopicCreation = false
 	sc.Consumer.Return.Errors = true
 	// Kafka's committed offsets are never used: positions come from
-	// PostgreSQL in Setup, and nothing is committed to Kafka.
-	sc.Consumer.Offsets.AutoCommit.Enable = false
+	// PostgreSQL in Setup. Nothing is committed to Kafka unless the
+	// stored offsets are mirrored there for lag tools (handler.mirror).
+	sc.Consumer.Offsets.AutoCommit.Enable = w.cfg.MirrorOffsets
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Group.ResetInvalidOffsets = true
 	// An eager strategy: with cooperative rebalancing, partitions added
 	// later start without Setup, so from Kafka's offsets.
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	// A JoinGroup waits at the coordinator up to the rebalance timeout,
+	// but sarama reads every answer within Net.ReadTimeout (30s): with
+	// sarama's default 60s, a join phase held by a member that died or
+	// lags times every JoinGroup out, each retry leaves a member behind
+	// that holds the next phase too, and the group never forms again
+	// (IBM/sarama#2820; Kafka's own client waits rebalance timeout + 5s).
+	// Our claims end at once on a rebalance, so 20s is ample.
+	sc.Consumer.Group.Rebalance.Timeout = 20 * time.Second
 	sc.Consumer.MaxProcessingTime = time.Second
 	// Bounded memory: at most this many messages wait per partition, and
 	// a fetch asks for 256 KiB per partition (sarama grows it for a larger
@@ -140,6 +153,7 @@ func retry[T any](ctx context.Context, w *Worker, log logrus.FieldLogger, what s
 		backoff.WithMaxElapsedTime(0),
 		backoff.WithNotify(func(err error, next time.Duration) {
 			w.stats.Retries.Add(1)
+			w.mon.retried(what, err)
 			log.WithError(err).WithField("retry_in", next.Round(time.Millisecond).String()).Warn(what + " failed; retrying")
 		}))
 }
@@ -190,6 +204,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			case err != nil && gctx.Err() == nil:
 				next := bo.NextBackOff()
 				w.stats.Retries.Add(1)
+				w.mon.retried("consumer group session", err)
 				log.WithError(err).WithField("retry_in", next.String()).Warn("consumer group session failed; rejoining")
 				sleep(gctx, next)
 			default:
@@ -313,6 +328,7 @@ func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 	w := h.w
 	ctx := sess.Context()
 	w.stats.Rebalances.Add(1)
+	w.mon.rebalanced()
 	h.mu.Lock()
 	clear(h.leases)
 	h.mu.Unlock()
@@ -362,7 +378,10 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		if lease, err = h.reposition(ctx, log, lease, start); err != nil {
 			return h.endClaim(log, err)
 		}
+		h.mirror(sess, tp, lease.NextOffset)
 	}
+	watch := w.mon.startClaim(ctx, lease, claim.HighWaterMarkOffset, log)
+	defer watch.end(ctx)
 
 	b := &Batch{Lease: lease}
 	timer := time.NewTimer(time.Hour)
@@ -386,6 +405,8 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			}
 			if err != nil {
 				log.WithError(err).Debug("check lease")
+			} else {
+				watch.progressed(ctx, b.Lease.NextOffset)
 			}
 			continue
 		case m, ok := <-msgs:
@@ -421,6 +442,8 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		if err := h.apply(ctx, log, b); err != nil {
 			return h.endClaim(log, err)
 		}
+		h.mirror(sess, tp, b.End)
+		watch.progressed(ctx, b.End)
 		if b.End >= claim.HighWaterMarkOffset() {
 			select {
 			case h.nudge <- struct{}{}:
@@ -439,6 +462,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 func (h *handler) endClaim(log logrus.FieldLogger, err error) error {
 	if errors.Is(err, ErrFenced) {
 		h.w.stats.Fenced.Add(1)
+		h.w.mon.fenced()
 		log.WithError(err).Warn("fenced: ending the claim and rejoining the group")
 		return nil
 	}
@@ -473,6 +497,7 @@ func (h *handler) reposition(ctx context.Context, log logrus.FieldLogger, lease 
 	w.stats.Incidents.Add(1)
 	log.WithFields(logrus.Fields{"offset": lease.NextOffset, "log_start": start, "high_watermark": hwm}).Error(detail)
 	inc := Incident{Kind: IncidentOffsetOutOfRange, ExpectedOffset: lease.NextOffset, ActualOffset: start, Detail: detail}
+	w.mon.incident(TopicPartition{lease.Topic, lease.Partition}, inc)
 	return retry(ctx, w, log, "record offset incident", func() (Lease, error) {
 		l, err := w.sink.Reposition(ctx, lease, start, inc)
 		if errors.Is(err, ErrFenced) || ctx.Err() != nil {
@@ -489,8 +514,11 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) e
 	w := h.w
 	blog := log.WithFields(logrus.Fields{"offset": b.Lease.NextOffset, "end_offset": b.End, "messages": b.Len()})
 	start := time.Now()
+	var took time.Duration // the last attempt: the transaction that committed
 	res, err := retry(ctx, w, blog, "apply batch", func() (Applied, error) {
+		t0 := time.Now()
 		res, err := w.sink.Apply(ctx, b)
+		took = time.Since(t0)
 		if err != nil && (errors.Is(err, ErrFenced) || errors.Is(err, ErrRejected) || ctx.Err() != nil) {
 			return res, backoff.Permanent(err)
 		}
@@ -508,6 +536,7 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) e
 	w.stats.Events.Add(int64(res.Events))
 	w.stats.Duplicates.Add(int64(res.Duplicates))
 	w.stats.DeadLetters.Add(int64(res.DeadLetters))
+	w.mon.batchApplied(b, res, took)
 	blog.WithFields(logrus.Fields{
 		"events": res.Events, "duplicates": res.Duplicates, "dead_letters": res.DeadLetters,
 		"runs": res.Runs, "duration_ms": time.Since(start).Milliseconds(),

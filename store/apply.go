@@ -76,7 +76,8 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch) (res projector.Ap
 	}
 
 	second := &pgx.Batch{}
-	runs := projector.FoldRuns(freshEvents(recs, ids))
+	fresh := freshEvents(recs, ids)
+	runs := projector.FoldRuns(fresh)
 	if len(runs) > 0 {
 		dbsqlc.QueueMergeRuns(second, mergeRunsParams(runs))
 	}
@@ -100,6 +101,7 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch) (res projector.Ap
 		Duplicates:  len(b.Records) - len(ids),
 		DeadLetters: int(dead),
 		Runs:        len(runs),
+		EventTypes:  countTypes(fresh),
 	}, nil
 }
 
@@ -255,4 +257,13 @@ func deadLettersParams(topic string, partition int32, dls []projector.DeadLetter
 		p.Errors[i] = d.Error
 	}
 	return p
+}
+
+// countTypes counts events by event_type.
+func countTypes(events []projector.Event) map[string]int {
+	types := make(map[string]int, 10)
+	for i := range events {
+		types[events[i].EventType]++
+	}
+	return types
 }

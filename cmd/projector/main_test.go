@@ -86,7 +86,7 @@ func TestMigrateUpStatusDown(t *testing.T) {
 
 	code, out, stderr = runCLI(t, "--database-url", url, "migrate", "down")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, out, "rolled back 00001_init.sql")
+	require.Contains(t, out, "rolled back 00002_observability.sql")
 }
 
 func TestHelpNamesEveryFlagAndVariable(t *testing.T) {

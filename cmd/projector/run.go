@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/store"
@@ -28,6 +31,8 @@ func (a *app) runCommand() *cli.Command {
 			&cli.StringFlag{Name: "kafka-version", Value: def.KafkaVersion, Usage: "Kafka protocol version to speak", Sources: cli.EnvVars("KAFKA_VERSION")},
 			&cli.StringFlag{Name: "cpu-profile", Usage: "write a pprof CPU profile of the run to this file", Sources: cli.EnvVars("CPU_PROFILE")},
 			&cli.IntFlag{Name: "db-max-conns", Value: 10, Usage: "PostgreSQL connections; partitions apply in parallel, one connection each", Sources: cli.EnvVars("DB_MAX_CONNS")},
+			&cli.StringFlag{Name: "http-addr", Usage: "serve /metrics, /healthz and /readyz on this host:port (like :8080); empty: no HTTP server", Sources: cli.EnvVars("HTTP_ADDR")},
+			&cli.BoolFlag{Name: "mirror-offsets", Usage: "also commit each stored offset to Kafka after the database commit, for lag tools (never used to position)", Sources: cli.EnvVars("MIRROR_OFFSETS")},
 		},
 		Action: a.run,
 	}
@@ -45,6 +50,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	cfg.BatchSize = cmd.Int("batch-size")
 	cfg.BatchWait = cmd.Duration("batch-wait")
 	cfg.UntilCaughtUp = cmd.Bool("until-caught-up")
+	cfg.MirrorOffsets = cmd.Bool("mirror-offsets")
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -65,13 +71,52 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 		"database": store.RedactURL(cmd.String("database-url")), "brokers": cfg.Brokers,
 		"topics": cfg.Topics, "group": cfg.Group,
 	}).Info("starting")
-	if err := a.checkSchema(ctx, st); err != nil {
-		return err
-	}
 
+	// The HTTP endpoint serves from the start, also while PostgreSQL is
+	// awaited, and stops when the worker does.
+	var ln net.Listener
+	var metrics *projector.Metrics
+	if addr := cmd.String("http-addr"); addr != "" {
+		if ln, err = listenHTTP(addr); err != nil {
+			return err
+		}
+		defer ln.Close()
+		metrics = projector.NewMetrics()
+		cfg.Observer = metrics
+	}
 	w, err := projector.NewWorker(cfg, st, a.log)
 	if err != nil {
 		return usageError{err}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	serveCtx, stopServing := context.WithCancel(gctx)
+	defer stopServing()
+	if ln != nil {
+		probe, err := a.openStore(ctx, cmd, 1)
+		if err != nil {
+			return err
+		}
+		defer probe.Close()
+		version, _ := sarama.ParseKafkaVersion(cfg.KafkaVersion) // checked by Validate
+		h := newHTTPHandler(newRegistry(metrics), []readyCheck{
+			databaseCheck(probe),
+			kafkaCheck(cfg.Brokers, cfg.Topics, version),
+			workerCheck(w, readyRetryLimit),
+		})
+		g.Go(func() error { return serveHTTP(serveCtx, ln, h, a.log) })
+	}
+	g.Go(func() error {
+		defer stopServing()
+		return a.runWorker(gctx, cmd, st, w)
+	})
+	return g.Wait()
+}
+
+// runWorker waits for the database, then runs the worker until ctx ends (or
+// it has caught up, with --until-caught-up) and logs what it did.
+func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *projector.Worker) error {
+	if err := a.checkSchema(ctx, st); err != nil {
+		return err
 	}
 	if path := cmd.String("cpu-profile"); path != "" {
 		f, err := os.Create(path)
@@ -86,7 +131,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	}
 	start := time.Now()
 	stopProgress := a.logProgress(ctx, w)
-	err = w.Run(ctx)
+	err := w.Run(ctx)
 	stopProgress()
 	s := w.Stats()
 	a.log.WithFields(logrus.Fields{

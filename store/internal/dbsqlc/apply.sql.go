@@ -250,15 +250,25 @@ WHERE group_id = $1
 ORDER BY topic, partition
 `
 
-func (q *Queries) ListOffsets(ctx context.Context, db DBTX, groupID string) ([]ConsumerOffset, error) {
+type ListOffsetsRow struct {
+	GroupID    string
+	Topic      string
+	Partition  int32
+	NextOffset int64
+	LeaseEpoch int64
+	LeaseOwner string
+	UpdatedAt  pgtype.Timestamptz
+}
+
+func (q *Queries) ListOffsets(ctx context.Context, db DBTX, groupID string) ([]ListOffsetsRow, error) {
 	rows, err := db.Query(ctx, listOffsets, groupID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []ConsumerOffset
+	var items []ListOffsetsRow
 	for rows.Next() {
-		var i ConsumerOffset
+		var i ListOffsetsRow
 		if err := rows.Scan(
 			&i.GroupID,
 			&i.Topic,

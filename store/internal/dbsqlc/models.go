@@ -20,14 +20,31 @@ type ConsumerIncident struct {
 	OccurredAt     pgtype.Timestamptz
 }
 
+type ConsumerLag struct {
+	GroupID                 string
+	Topic                   string
+	Partition               int32
+	NextOffset              int64
+	HighWatermark           interface{}
+	Lag                     interface{}
+	LastAppliedAt           pgtype.Timestamptz
+	SecondsSinceLastApplied int64
+	HighWatermarkAt         pgtype.Timestamptz
+	UpdatedAt               pgtype.Timestamptz
+	LeaseOwner              string
+}
+
 type ConsumerOffset struct {
-	GroupID    string
-	Topic      string
-	Partition  int32
-	NextOffset int64
-	LeaseEpoch int64
-	LeaseOwner string
-	UpdatedAt  pgtype.Timestamptz
+	GroupID         string
+	Topic           string
+	Partition       int32
+	NextOffset      int64
+	LeaseEpoch      int64
+	LeaseOwner      string
+	UpdatedAt       pgtype.Timestamptz
+	HighWatermark   pgtype.Int8
+	HighWatermarkAt pgtype.Timestamptz
+	LastAppliedAt   pgtype.Timestamptz
 }
 
 type DeadLetter struct {
@@ -41,6 +58,36 @@ type DeadLetter struct {
 	Reason     string
 	Error      string
 	ReceivedAt pgtype.Timestamptz
+}
+
+type DeadLettersPerHour struct {
+	Hour        interface{}
+	Reason      string
+	DeadLetters int64
+}
+
+type FailingWorkflow struct {
+	FailingWorkflowsBetween interface{}
+}
+
+type RunningRun struct {
+	WorkflowRunID         string
+	WorkflowID            string
+	Source                string
+	Attempt               int32
+	RunningSince          pgtype.Timestamptz
+	RunningSeconds        int64
+	StepsSucceeded        int64
+	StepsFailed           int64
+	StepsSkipped          int64
+	LastEventAt           pgtype.Timestamptz
+	SecondsSinceLastEvent int64
+}
+
+type RunsPerHour struct {
+	Hour   interface{}
+	Status string
+	Runs   int64
 }
 
 type WorkflowEvent struct {
@@ -79,4 +126,8 @@ type WorkflowRun struct {
 	UpdatedAt       pgtype.Timestamptz
 	LatestEventID   string
 	DecidingEventID pgtype.Text
+}
+
+type WorkflowStat struct {
+	WorkflowStatsBetween interface{}
 }
