@@ -26,9 +26,18 @@ test: check ## vet, format and generated-code checks, then every test under the 
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
+# The fault-injection suite (projector/faults, build tag "faults") runs the
+# built binary as worker processes and injects faults for a few minutes;
+# `make test` leaves it out, CI runs both. -v shows each scenario's REPORT
+# line (the workers' logs go to files, kept on failure).
+.PHONY: test-faults
+test-faults: ## fault injection: SIGKILL storm, zombie, PostgreSQL and broker outages, hostile input, retention (a few minutes)
+	$(GO) test -race -count=1 -timeout 15m -tags faults -v ./projector/faults/
+
 .PHONY: check
 check: $(SQLC) ## go vet, gofmt and a staleness check of the sqlc-generated code
 	$(GO) vet ./...
+	$(GO) vet -tags faults ./projector/faults/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(SQLC) diff

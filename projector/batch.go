@@ -64,21 +64,38 @@ type Batch struct {
 	DeadLetters []DeadLetter
 	// End is the offset after the last message of the batch.
 	End int64
+	// bytes is the size of the keys, values and headers added by Add.
+	bytes int
 }
+
+// MaxBatchBytes caps the size (keys, values, headers) of the messages of
+// one batch: a batch is applied as soon as it holds BatchSize messages or
+// this many bytes, so that a burst of large messages, valid or not, never
+// holds BatchSize of them in memory at once (with the copy the database
+// driver encodes).
+const MaxBatchBytes = 16 << 20
 
 // Len is the number of messages in the batch.
 func (b *Batch) Len() int { return len(b.Records) + len(b.DeadLetters) }
+
+// Full reports whether the batch holds size messages, or MaxBatchBytes
+// bytes of them.
+func (b *Batch) Full(size int) bool { return b.Len() >= size || b.bytes >= MaxBatchBytes }
 
 // Reset empties the batch for reuse, keeping its lease.
 func (b *Batch) Reset() {
 	clear(b.Records)
 	clear(b.DeadLetters)
-	b.Records, b.DeadLetters, b.End = b.Records[:0], b.DeadLetters[:0], 0
+	b.Records, b.DeadLetters, b.End, b.bytes = b.Records[:0], b.DeadLetters[:0], 0, 0
 }
 
 // Add decodes a message into the batch: a valid event or a dead letter.
 // Messages must be added in offset order.
 func (b *Batch) Add(m Message) {
+	b.bytes += len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		b.bytes += len(h.Key) + len(h.Value)
+	}
 	ev, err := Decode(m.Value)
 	if err != nil {
 		b.AddDeadLetter(m, err)

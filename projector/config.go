@@ -45,6 +45,15 @@ type Config struct {
 	// Kafka (kafka-consumer-groups, Burrow). Advisory: positions always
 	// come from PostgreSQL. Default false.
 	MirrorOffsets bool
+	// InstanceID makes the worker a static member of the group (KIP-345,
+	// Kafka 2.3 or later): a worker that restarts with the same ID takes
+	// its partitions back without a rebalance of the whole group, so a
+	// worker that crashes and restarts over and over does not stall the
+	// others; a stopped one's partitions move after the session timeout
+	// (10s). Give each worker a stable ID of its own, e.g. its pod name.
+	// Default empty: dynamic membership, where every start or stop of a
+	// worker rebalances the whole group.
+	InstanceID string
 	// HighWatermarkInterval is how often each claimed partition's high
 	// watermark is stored beside its offset, for the consumer_lag view.
 	// Default 5s.
@@ -115,6 +124,14 @@ func (c Config) Validate() error {
 	}
 	if c.LogInterval <= 0 {
 		errs = append(errs, fmt.Errorf("log-interval: must be positive, got %s", c.LogInterval))
+	}
+	if c.InstanceID != "" {
+		if len(c.InstanceID) > 249 || strings.Trim(c.InstanceID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			errs = append(errs, fmt.Errorf("group-instance-id: %q must be at most 249 of a-z, A-Z, 0-9, '.', '_' and '-'", c.InstanceID))
+		}
+		if v, err := sarama.ParseKafkaVersion(c.KafkaVersion); err == nil && !v.IsAtLeast(sarama.V2_3_0_0) {
+			errs = append(errs, fmt.Errorf("group-instance-id: needs kafka-version 2.3.0 or later, got %s", c.KafkaVersion))
+		}
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("retry: need 0 < min <= max, got %s and %s", c.RetryMin, c.RetryMax))

@@ -118,13 +118,16 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	// later start without Setup, so from Kafka's offsets.
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
 	// A JoinGroup waits at the coordinator up to the rebalance timeout,
-	// but sarama reads every answer within Net.ReadTimeout (30s): with
-	// sarama's default 60s, a join phase held by a member that died or
-	// lags times every JoinGroup out, each retry leaves a member behind
-	// that holds the next phase too, and the group never forms again
-	// (IBM/sarama#2820; Kafka's own client waits rebalance timeout + 5s).
-	// Our claims end at once on a rebalance, so 20s is ample.
-	sc.Consumer.Group.Rebalance.Timeout = 20 * time.Second
+	// but sarama reads every answer within Net.ReadTimeout (30s). With
+	// sarama's default of 60s, a join phase held by a member that died
+	// mid-rebalance times every JoinGroup out, and each retry restarts
+	// the phase: the group never forms again (IBM/sarama#2820; Kafka's
+	// own client waits rebalance timeout + 5s). A third of the read
+	// timeout leaves room for coordinators that restart the phase's
+	// clock on every rejoin (kfake does); our claims end at once on a
+	// rebalance, so 10s is ample.
+	sc.Consumer.Group.Rebalance.Timeout = 10 * time.Second
+	sc.Consumer.Group.InstanceId = w.cfg.InstanceID // static membership when set
 	sc.Consumer.MaxProcessingTime = time.Second
 	// Bounded memory: at most this many messages wait per partition, and
 	// a fetch asks for 256 KiB per partition (sarama grows it for a larger
@@ -415,7 +418,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			}
 			b.Add(convert(m))
 		fill:
-			for b.Len() < w.cfg.BatchSize {
+			for !b.Full(w.cfg.BatchSize) {
 				select {
 				case m, ok := <-msgs:
 					if !ok {
@@ -426,7 +429,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 					break fill
 				}
 			}
-			if b.Len() < w.cfg.BatchSize && w.cfg.BatchWait > 0 {
+			if !b.Full(w.cfg.BatchSize) && w.cfg.BatchWait > 0 {
 				if timerC == nil {
 					timer.Reset(w.cfg.BatchWait)
 					timerC = timer.C
@@ -492,7 +495,7 @@ func (h *handler) reposition(ctx context.Context, log logrus.FieldLogger, lease 
 	if lease.NextOffset < start {
 		detail += fmt.Sprintf("%d messages were deleted before they were applied (retention); consuming from %d", start-lease.NextOffset, start)
 	} else {
-		detail += fmt.Sprintf("the topic was recreated or truncated; consuming from its oldest offset %d (events already stored are skipped by event_id)", start)
+		detail += fmt.Sprintf("the topic was recreated or truncated; consuming from its oldest offset %d (events already stored are skipped by event_id; the old log's dead letters from there on move to dead_letters_superseded)", start)
 	}
 	w.stats.Incidents.Add(1)
 	log.WithFields(logrus.Fields{"offset": lease.NextOffset, "log_start": start, "high_watermark": hwm}).Error(detail)

@@ -26,7 +26,11 @@ func (s *Store) Claim(ctx context.Context, group, topic string, partition int32,
 
 // Reposition moves a claimed partition's stored offset to where the broker
 // can serve, and records the incident, in one transaction, only while the
-// lease is still l's. It returns the lease at the new offset.
+// lease is still l's. It returns the lease at the new offset. When the
+// offset moves back (the partition's log started over: the topic was
+// recreated), the dead letters of the old log from there on move to
+// dead_letters_superseded in the same transaction: the new log's messages
+// take their positions, and dead_letters keeps one per position.
 func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc projector.Incident) (projector.Lease, error) {
 	err := s.withTx(ctx, func(tx pgx.Tx) error {
 		cur, err := s.q.LockOffset(ctx, tx, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition})
@@ -41,6 +45,13 @@ func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc
 			ExpectedOffset: inc.ExpectedOffset, ActualOffset: inc.ActualOffset, Detail: inc.Detail,
 		}); err != nil {
 			return fmt.Errorf("record incident: %w", err)
+		}
+		if to < l.NextOffset {
+			if _, err := s.q.SupersedeDeadLetters(ctx, tx, dbsqlc.SupersedeDeadLettersParams{
+				Topic: l.Topic, Partition: l.Partition, FromOffset: to,
+			}); err != nil {
+				return fmt.Errorf("supersede the dead letters of the old log: %w", err)
+			}
 		}
 		return s.q.AdvanceOffset(ctx, tx, dbsqlc.AdvanceOffsetParams{
 			GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: to,

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,11 @@ type Config struct {
 	MaxConns int32
 }
 
+// IdleInTransactionTimeout is how long PostgreSQL lets a session of this
+// program sit idle inside a transaction before it ends the session and
+// so releases its locks (idle_in_transaction_session_timeout).
+const IdleInTransactionTimeout = 10 * time.Second
+
 // Open validates the URL and creates a pool; it does not wait for the
 // server, so a worker can start while PostgreSQL is still coming up.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
@@ -41,6 +47,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
+	}
+	// A session idle inside a transaction keeps its row locks: a worker
+	// frozen or cut off in the middle of a batch would hold its
+	// partition's offset row, and the next owner's claim, so its whole
+	// consumer session, would wait until the frozen one woke up. No
+	// transaction of this program waits on its client for more than
+	// moments, so the server ends one that does (unless the URL says
+	// otherwise).
+	if _, ok := pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(IdleInTransactionTimeout.Milliseconds(), 10)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {

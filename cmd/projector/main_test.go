@@ -44,6 +44,8 @@ func TestUsageErrorsExitTwoWithOneLine(t *testing.T) {
 		{"bad broker", []string{"--database-url", url, "--brokers", "nohost", "run"}, "brokers"},
 		{"bad topic", []string{"--database-url", url, "--topics", "a b", "run"}, "topics"},
 		{"bad batch wait", []string{"--database-url", url, "run", "--batch-wait", "soon"}, "batch-wait"},
+		{"bad group instance id", []string{"--database-url", url, "run", "--group-instance-id", "pod 1"}, "group-instance-id"},
+		{"group instance id on old kafka", []string{"--database-url", url, "run", "--group-instance-id", "pod-1", "--kafka-version", "2.2.0"}, "group-instance-id"},
 		{"bad database url", []string{"--database-url", "postgres://u:secret@host:notaport/db", "migrate", "status"}, "--database-url"},
 		{"stray argument", []string{"--database-url", url, "run", "extra"}, "extra"},
 	} {
@@ -86,7 +88,7 @@ func TestMigrateUpStatusDown(t *testing.T) {
 
 	code, out, stderr = runCLI(t, "--database-url", url, "migrate", "down")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, out, "rolled back 00002_observability.sql")
+	require.Contains(t, out, "rolled back 00003_dead_letters_superseded.sql")
 }
 
 func TestHelpNamesEveryFlagAndVariable(t *testing.T) {

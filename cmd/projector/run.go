@@ -32,6 +32,7 @@ func (a *app) runCommand() *cli.Command {
 			&cli.StringFlag{Name: "cpu-profile", Usage: "write a pprof CPU profile of the run to this file", Sources: cli.EnvVars("CPU_PROFILE")},
 			&cli.IntFlag{Name: "db-max-conns", Value: 10, Usage: "PostgreSQL connections; partitions apply in parallel, one connection each", Sources: cli.EnvVars("DB_MAX_CONNS")},
 			&cli.StringFlag{Name: "http-addr", Usage: "serve /metrics, /healthz and /readyz on this host:port (like :8080); empty: no HTTP server", Sources: cli.EnvVars("HTTP_ADDR")},
+			&cli.StringFlag{Name: "group-instance-id", Usage: "a stable ID of this worker (e.g. the pod name) to be a static group member: a restart takes its partitions back without rebalancing the others (Kafka 2.3+)", Sources: cli.EnvVars("KAFKA_GROUP_INSTANCE_ID")},
 			&cli.BoolFlag{Name: "mirror-offsets", Usage: "also commit each stored offset to Kafka after the database commit, for lag tools (never used to position)", Sources: cli.EnvVars("MIRROR_OFFSETS")},
 		},
 		Action: a.run,
@@ -51,6 +52,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	cfg.BatchWait = cmd.Duration("batch-wait")
 	cfg.UntilCaughtUp = cmd.Bool("until-caught-up")
 	cfg.MirrorOffsets = cmd.Bool("mirror-offsets")
+	cfg.InstanceID = cmd.String("group-instance-id")
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -155,7 +157,7 @@ func (a *app) checkSchema(ctx context.Context, st *store.Store) error {
 	for {
 		err := m.CheckCurrent(ctx)
 		if err == nil || ctx.Err() != nil {
-			return err
+			return nil // current, or stopped (SIGINT, SIGTERM) while checking: exit 0
 		}
 		if store.IsNotMigrated(err) {
 			return usageError{err}

@@ -66,6 +66,21 @@ type DeadLettersPerHour struct {
 	DeadLetters int64
 }
 
+type DeadLettersSuperseded struct {
+	ID           int64
+	Topic        string
+	Partition    int32
+	Offset       int64
+	Key          []byte
+	Value        []byte
+	Headers      []byte
+	Reason       string
+	Error        string
+	ReceivedAt   pgtype.Timestamptz
+	IncidentID   int64
+	SupersededAt pgtype.Timestamptz
+}
+
 type FailingWorkflow struct {
 	FailingWorkflowsBetween interface{}
 }
