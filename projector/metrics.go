@@ -297,6 +297,8 @@ type Metrics struct {
 	retries     *prometheus.CounterVec
 	rebalances  prometheus.Counter
 	incidents   *prometheus.CounterVec
+	inserts     *prometheus.CounterVec
+	conflicts   prometheus.Counter
 
 	lag, hwm, next, claimed *prometheus.Desc
 
@@ -373,6 +375,14 @@ func NewMetrics() *Metrics {
 			Name: "projector_incidents_total",
 			Help: "Incidents recorded in consumer_incidents, by kind.",
 		}, []string{"kind"}),
+		inserts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "projector_batches_total",
+			Help: "Committed batch transactions, by how their events went in: copy (COPY, the fast way) or insert_skip_stored (an insert that skips event_ids already stored, after a COPY met one).",
+		}, []string{"insert"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "projector_copy_conflicts_total",
+			Help: "Batches whose COPY met an event_id already stored and were applied again with insert_skip_stored; the partition stays on that way until a batch finds no stored event_id.",
+		}),
 		lag: prometheus.NewDesc("projector_partition_lag",
 			"Messages of a claimed partition not yet applied: its high watermark as of the latest fetch minus its stored next_offset.",
 			[]string{"topic", "partition"}, nil),
@@ -393,12 +403,14 @@ func NewMetrics() *Metrics {
 		m.deadLetters.WithLabelValues(r)
 	}
 	m.incidents.WithLabelValues(IncidentOffsetOutOfRange)
+	m.inserts.WithLabelValues(InsertCopy)
+	m.inserts.WithLabelValues(InsertSkipStored)
 	return m
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.messages, m.events, m.duplicates, m.deadLetters, m.batchSize,
-		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents}
+		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents, m.inserts, m.conflicts}
 }
 
 // Describe implements prometheus.Collector.
@@ -467,6 +479,10 @@ func (m *Metrics) BatchApplied(b *Batch, res Applied, took time.Duration) {
 	m.batchSize.Observe(float64(b.Len()))
 	m.batchTime.Observe(took.Seconds())
 	m.duplicates.Add(float64(res.Duplicates))
+	if res.Insert != "" {
+		m.inserts.WithLabelValues(res.Insert).Inc()
+	}
+	m.conflicts.Add(float64(res.CopyConflicts))
 	for t, n := range countEventTypes(b, res) {
 		m.events.WithLabelValues(t).Add(float64(n))
 	}

@@ -244,6 +244,11 @@ func TestMetricsCountWhatWasApplied(t *testing.T) {
 	require.Equal(t, float64(s.Batches.Load()), got["projector_batch_messages"][""])
 	require.Equal(t, float64(s.Batches.Load()), got["projector_batch_transaction_seconds"][""])
 	require.Equal(t, float64(s.Rebalances.Load()), got["projector_rebalances_total"][""])
+	require.Equal(t, float64(s.Batches.Load()), sum(got["projector_batches_total"]))
+	require.Positive(t, got["projector_batches_total"]["insert=copy"])
+	// The workload repeats events in later batches: some COPYs meet them.
+	require.Positive(t, got["projector_copy_conflicts_total"][""])
+	require.Positive(t, got["projector_batches_total"]["insert=insert_skip_stored"])
 	require.Zero(t, got["projector_fence_rejections_total"][""])
 	require.Zero(t, got["projector_claimed_partitions"][""], "the claims ended with the run")
 	require.Empty(t, got["projector_partition_lag"])

@@ -36,7 +36,22 @@ type Applied struct {
 	// EventTypes counts Events by event_type, when the sink counts them
 	// (nil otherwise; metrics then tell them from the batch when they can).
 	EventTypes map[string]int
+	// Insert is how the events were stored: InsertCopy or
+	// InsertSkipStored (empty when the sink does not say).
+	Insert string
+	// CopyConflicts is the number of times a COPY met an event_id already
+	// stored, so that the batch was applied again with InsertSkipStored.
+	CopyConflicts int
 }
+
+// How a sink stored a batch's events (Applied.Insert).
+const (
+	// InsertCopy: a COPY, the fast way, for batches without event_ids
+	// already stored.
+	InsertCopy = "copy"
+	// InsertSkipStored: an insert that skips event_ids already stored.
+	InsertSkipStored = "insert_skip_stored"
+)
 
 // Incident is something about a partition that an operator must see.
 type Incident struct {
@@ -386,21 +401,39 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	watch := w.mon.startClaim(ctx, lease, claim.HighWaterMarkOffset, log)
 	defer watch.end(ctx)
 
+	// Two batches take turns: while one is applied in the background, the
+	// next fills from the claim's messages, so fetching and decoding go on
+	// during the transaction. At most one batch is in flight: each moves
+	// the stored offset from where the one before it ended.
+	ap := newApplier(h, sess, claim, watch, log)
+	defer ap.stop()
 	b := &Batch{Lease: lease}
+	spare := &Batch{}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	var timerC <-chan time.Time
+	waited := false // the batch has waited BatchWait, or need not
 	leaseTick := time.NewTicker(w.cfg.LeaseCheckInterval)
 	defer leaseTick.Stop()
 	msgs := claim.Messages()
 	for {
+		in := msgs
+		if b.Full(w.cfg.BatchSize) {
+			in = nil // wait for the batch in flight instead
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case r := <-ap.done:
+			if r.err != nil {
+				return h.endClaim(log, r.err)
+			}
+			r.b.Reset()
+			spare = r.b
 		case <-leaseTick.C:
-			if b.Len() > 0 {
-				continue // the batch's own transaction checks the fence
+			if b.Len() > 0 || spare == nil {
+				continue // a batch's own transaction checks the fence
 			}
 			err := w.sink.CheckLease(ctx, b.Lease)
 			if errors.Is(err, ErrFenced) {
@@ -411,8 +444,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			} else {
 				watch.progressed(ctx, b.Lease.NextOffset)
 			}
-			continue
-		case m, ok := <-msgs:
+		case m, ok := <-in:
 			if !ok {
 				return nil
 			}
@@ -429,33 +461,86 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 					break fill
 				}
 			}
-			if !b.Full(w.cfg.BatchSize) && w.cfg.BatchWait > 0 {
-				if timerC == nil {
-					timer.Reset(w.cfg.BatchWait)
-					timerC = timer.C
-				}
-				continue
+			if w.cfg.BatchWait == 0 {
+				waited = true
+			} else if timerC == nil && !waited {
+				timer.Reset(w.cfg.BatchWait)
+				timerC = timer.C
 			}
 		case <-timerC:
+			timerC = nil
+			waited = true
+		}
+		if b.Len() == 0 || spare == nil || !(waited || b.Full(w.cfg.BatchSize)) {
+			continue
 		}
 		if timerC != nil {
 			timer.Stop()
 			timerC = nil
 		}
-		if err := h.apply(ctx, log, b); err != nil {
-			return h.endClaim(log, err)
-		}
-		h.mirror(sess, tp, b.End)
-		watch.progressed(ctx, b.End)
-		if b.End >= claim.HighWaterMarkOffset() {
+		waited = false
+		ap.todo <- b
+		next := spare
+		spare = nil
+		next.Lease = b.Lease
+		next.Lease.NextOffset = b.End
+		b = next
+	}
+}
+
+// applier applies a claim's batches in order, one at a time, in a
+// goroutine of its own.
+type applier struct {
+	todo chan *Batch
+	// done returns each batch once applied, with the error that ends the
+	// claim if it failed; after an error the applier takes no more.
+	done chan applied
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+type applied struct {
+	b   *Batch
+	err error
+}
+
+func newApplier(h *handler, sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, watch *claimWatch, log logrus.FieldLogger) *applier {
+	ap := &applier{todo: make(chan *Batch, 1), done: make(chan applied, 1), quit: make(chan struct{})}
+	ctx := sess.Context()
+	tp := TopicPartition{claim.Topic(), claim.Partition()}
+	ap.wg.Go(func() {
+		for {
+			var b *Batch
 			select {
-			case h.nudge <- struct{}{}:
-			default:
+			case <-ap.quit:
+				return
+			case b = <-ap.todo:
+			}
+			err := h.apply(ctx, log, b)
+			if err == nil {
+				h.mirror(sess, tp, b.End)
+				watch.progressed(ctx, b.End)
+				if b.End >= claim.HighWaterMarkOffset() {
+					select {
+					case h.nudge <- struct{}{}:
+					default:
+					}
+				}
+			}
+			ap.done <- applied{b, err}
+			if err != nil {
+				return
 			}
 		}
-		b.Lease.NextOffset = b.End
-		b.Reset()
-	}
+	})
+	return ap
+}
+
+// stop waits for the batch in flight, if any, to commit or fail (the
+// session's end cancels it), and ends the goroutine.
+func (ap *applier) stop() {
+	close(ap.quit)
+	ap.wg.Wait()
 }
 
 // endClaim ends a claim after a failure that retrying cannot mend: the

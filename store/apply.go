@@ -1,12 +1,16 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"unsafe"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/projector-run/projector/projector"
@@ -21,26 +25,53 @@ import (
 // wraps projector.ErrFenced; when PostgreSQL refuses the data itself, it
 // wraps projector.ErrRejected.
 //
-// The statements are pipelined in three round trips: BEGIN, the lock and
-// the event insert; then, once the fence is checked and the new events
-// are known, the run merge, the dead letters and the offset; then COMMIT.
+// Events go in one of two ways. The fast way streams them with a binary
+// COPY, which is as cheap as storing rows gets, but cannot skip an
+// event_id that is already stored: a duplicate of an earlier batch makes
+// the COPY fail, and the batch is applied again the safe way, an INSERT
+// that skips stored event_ids (ON CONFLICT DO NOTHING) and says which
+// rows were new. A partition whose batches keep meeting such duplicates
+// stays on the safe way until a batch finds none.
 func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
-	res, err := s.apply(ctx, b)
+	l := b.Lease
+	tp := projector.TopicPartition{Topic: l.Topic, Partition: l.Partition}
+	recs := b.UniqueRecords()
+	safe := s.dups.met(tp)
+	res, stored, err := s.apply(ctx, b, recs, safe)
+	conflicts := 0
+	if errors.Is(err, errStoredDuplicate) {
+		safe, conflicts = true, 1
+		s.dups.set(tp, true)
+		res, stored, err = s.apply(ctx, b, recs, safe)
+	}
+	if safe && err == nil {
+		s.dups.set(tp, stored > 0)
+	}
+	res.CopyConflicts = conflicts
 	if IsDataError(err) {
 		err = fmt.Errorf("%w: %w", projector.ErrRejected, err)
 	}
 	if err != nil {
-		l := b.Lease
 		return projector.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
 	}
 	return res, nil
 }
 
-func (s *Store) apply(ctx context.Context, b *projector.Batch) (res projector.Applied, err error) {
+// errStoredDuplicate: the fast way met an event_id already stored.
+var errStoredDuplicate = errors.New("an event_id of the batch is already stored")
+
+// apply is one attempt at Apply's transaction, the fast way or the safe
+// way; recs are b's records, one per event_id, sorted by event_id. It
+// also returns how many of recs were skipped as already stored (the safe
+// way only). The statements are pipelined: BEGIN, the lock and, the safe
+// way, the event insert; then, the fast way, the COPY; then, once the
+// fence is checked and the new events are known, the run merge, the dead
+// letters and the offset; then COMMIT.
+func (s *Store) apply(ctx context.Context, b *projector.Batch, recs []projector.Record, safe bool) (res projector.Applied, stored int, err error) {
 	l := b.Lease
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return res, fmt.Errorf("acquire connection: %w", err)
+		return res, 0, fmt.Errorf("acquire connection: %w", err)
 	}
 	// A connection released inside a transaction is closed by the pool,
 	// which aborts the transaction: whatever fails below, nothing commits.
@@ -51,7 +82,6 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch) (res projector.Ap
 		}
 	}()
 
-	recs := b.UniqueRecords()
 	var cur dbsqlc.LockOffsetRow
 	var ids []string
 	first := &pgx.Batch{}
@@ -61,22 +91,34 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch) (res projector.Ap
 	// wait for the WAL flush on every batch.
 	first.Queue("SET LOCAL synchronous_commit = off")
 	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
-	if len(recs) > 0 {
+	if safe && len(recs) > 0 {
 		dbsqlc.QueueInsertEvents(first, insertEventsParams(l.Topic, l.Partition, recs), &ids)
 	}
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
-		return res, fmt.Errorf("%w: no stored offset row", projector.ErrFenced)
+		return res, 0, fmt.Errorf("%w: no stored offset row", projector.ErrFenced)
 	}
 	if err != nil {
-		return res, fmt.Errorf("lock offset and insert events: %w", err)
+		return res, 0, fmt.Errorf("lock offset and insert events: %w", err)
 	}
 	if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
-		return res, err
+		return res, 0, err
+	}
+	var fresh []projector.Event
+	if safe {
+		fresh = freshEvents(recs, ids)
+		stored = len(recs) - len(ids)
+	} else if len(recs) > 0 {
+		if err := s.copyEvents(ctx, conn.Conn().PgConn(), l.Topic, l.Partition, recs); err != nil {
+			return res, 0, err
+		}
+		fresh = make([]projector.Event, len(recs))
+		for i := range recs {
+			fresh[i] = recs[i].Event
+		}
 	}
 
 	second := &pgx.Batch{}
-	fresh := freshEvents(recs, ids)
 	runs := projector.FoldRuns(fresh)
 	if len(runs) > 0 {
 		dbsqlc.QueueMergeRuns(second, mergeRunsParams(runs))
@@ -87,22 +129,81 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch) (res projector.Ap
 	}
 	dbsqlc.QueueAdvanceOffset(second, dbsqlc.AdvanceOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End})
 	if err = conn.SendBatch(ctx, second).Close(); err != nil {
-		return res, fmt.Errorf("merge runs and move offset: %w", err)
+		return res, 0, fmt.Errorf("merge runs and move offset: %w", err)
 	}
 	// Once COMMIT is sent, wait for its answer even if ctx ends now, so
 	// the caller knows whether the batch is in.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	if _, err = conn.Exec(cctx, "COMMIT"); err != nil {
-		return res, fmt.Errorf("commit: %w", err)
+		return res, 0, fmt.Errorf("commit: %w", err)
 	}
 	return projector.Applied{
-		Events:      len(ids),
-		Duplicates:  len(b.Records) - len(ids),
+		Events:      len(fresh),
+		Duplicates:  len(b.Records) - len(fresh),
 		DeadLetters: int(dead),
 		Runs:        len(runs),
 		EventTypes:  countTypes(fresh),
-	}, nil
+		Insert:      insertWay(safe),
+	}, stored, nil
+}
+
+func insertWay(safe bool) string {
+	if safe {
+		return projector.InsertSkipStored
+	}
+	return projector.InsertCopy
+}
+
+// copyEvents streams recs into workflow_events with COPY. An event_id
+// already stored fails it with errStoredDuplicate.
+func (s *Store) copyEvents(ctx context.Context, conn *pgconn.PgConn, topic string, partition int32, recs []projector.Record) error {
+	bp := copyBuffers.Get().(*[]byte)
+	*bp = appendEventsCopy((*bp)[:0], topic, partition, recs)
+	_, err := conn.CopyFrom(ctx, bytes.NewReader(*bp), copyEventsSQL)
+	if err == nil {
+		// Only then: when the connection fails, pgconn may return while
+		// its writer goroutine still reads the buffer.
+		copyBuffers.Put(bp)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == "workflow_events" {
+		return fmt.Errorf("%w: %w", errStoredDuplicate, err)
+	}
+	if err != nil {
+		return fmt.Errorf("copy events: %w", err)
+	}
+	return nil
+}
+
+// copyBuffers holds the buffers COPY streams are built in, so that a
+// batch reuses one instead of growing a new one.
+var copyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// dupState remembers which partitions met an already stored event_id in
+// their last batch, so that their next batch goes the safe way at once.
+type dupState struct {
+	mu sync.Mutex
+	m  map[projector.TopicPartition]bool
+}
+
+func (d *dupState) met(tp projector.TopicPartition) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.m[tp]
+}
+
+func (d *dupState) set(tp projector.TopicPartition, met bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[projector.TopicPartition]bool{}
+	}
+	if met {
+		d.m[tp] = true
+	} else {
+		delete(d.m, tp)
+	}
 }
 
 // storeEvents inserts events that came from one topic partition, skipping

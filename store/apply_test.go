@@ -63,7 +63,8 @@ func TestApplyStoresEventsRunsDeadLettersAndOffset(t *testing.T) {
 	res, err := st.Apply(ctx, b)
 	require.NoError(t, err)
 	require.Equal(t, projector.Applied{Events: 3, Duplicates: 1, DeadLetters: 1, Runs: 1,
-		EventTypes: map[string]int{"run.queued": 1, "run.started": 1, "run.failed": 1}}, res)
+		EventTypes: map[string]int{"run.queued": 1, "run.started": 1, "run.failed": 1},
+		Insert:     projector.InsertCopy}, res)
 
 	runs, err := st.ListRuns(ctx)
 	require.NoError(t, err)

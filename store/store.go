@@ -22,6 +22,8 @@ import (
 type Store struct {
 	pool *pgxpool.Pool
 	q    *dbsqlc.Queries
+	// dups: the partitions whose batches meet stored event_ids (Apply).
+	dups dupState
 }
 
 // Config says how to reach PostgreSQL.
