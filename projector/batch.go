@@ -135,19 +135,19 @@ func (b *Batch) UniqueRecords() []Record {
 	return slices.CompactFunc(out, func(x, y Record) bool { return x.Event.EventID == y.Event.EventID })
 }
 
-// FoldRuns projects events into one partial Run per workflow_run_id,
-// sorted by workflow_run_id. The events must be distinct.
-func FoldRuns(events []Event) []Run {
-	idx := make(map[string]int, len(events))
-	runs := make([]Run, 0, len(events))
-	for i := range events {
-		r := FromEvent(events[i])
-		if j, ok := idx[r.WorkflowRunID]; ok {
-			runs[j] = Combine(runs[j], r)
+// FoldRecords projects the events of records into one partial Run per
+// workflow_run_id, sorted by workflow_run_id. The events must be distinct.
+func FoldRecords(recs []Record) []Run {
+	idx := make(map[string]int, len(recs)/4)
+	runs := make([]Run, 0, len(recs)/4)
+	for i := range recs {
+		e := &recs[i].Event
+		if j, ok := idx[e.WorkflowRunID]; ok {
+			runs[j] = Combine(runs[j], FromEvent(*e))
 			continue
 		}
-		idx[r.WorkflowRunID] = len(runs)
-		runs = append(runs, r)
+		idx[e.WorkflowRunID] = len(runs)
+		runs = append(runs, FromEvent(*e))
 	}
 	slices.SortFunc(runs, func(x, y Run) int { return cmp.Compare(x.WorkflowRunID, y.WorkflowRunID) })
 	return runs

@@ -39,6 +39,9 @@ type Applied struct {
 	// Insert is how the events were stored: InsertCopy or
 	// InsertSkipStored (empty when the sink does not say).
 	Insert string
+	// Took is how long the transaction that committed took, from BEGIN to
+	// COMMIT's answer, when the sink tells.
+	Took time.Duration
 	// CopyConflicts is the number of times a COPY met an event_id already
 	// stored, so that the batch was applied again with InsertSkipStored.
 	CopyConflicts int
@@ -150,6 +153,7 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	// fetches mostly cost memory: measured, 1 MiB doubled the peak heap.
 	sc.ChannelBufferSize = 256
 	sc.Consumer.Fetch.Default = 256 << 10
+
 	// A short fetch wait lets an idle claim, and the whole worker on
 	// shutdown, answer within 100 ms.
 	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
@@ -624,6 +628,9 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) e
 	w.stats.Events.Add(int64(res.Events))
 	w.stats.Duplicates.Add(int64(res.Duplicates))
 	w.stats.DeadLetters.Add(int64(res.DeadLetters))
+	if res.Took > 0 {
+		took = res.Took // the transaction alone, without waiting for a turn
+	}
 	w.mon.batchApplied(b, res, took)
 	blog.WithFields(logrus.Fields{
 		"events": res.Events, "duplicates": res.Duplicates, "dead_letters": res.DeadLetters,

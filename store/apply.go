@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/jackc/pgerrcode"
@@ -35,16 +37,17 @@ import (
 func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
 	l := b.Lease
 	tp := projector.TopicPartition{Topic: l.Topic, Partition: l.Partition}
-	recs := b.UniqueRecords()
-	safe := s.dups.met(tp)
-	res, stored, err := s.apply(ctx, b, recs, safe)
+	w := newWork(b, s.dups.met(tp))
+	defer w.release()
+	res, stored, err := s.apply(ctx, w)
 	conflicts := 0
 	if errors.Is(err, errStoredDuplicate) {
-		safe, conflicts = true, 1
+		conflicts = 1
 		s.dups.set(tp, true)
-		res, stored, err = s.apply(ctx, b, recs, safe)
+		w.safe = true
+		res, stored, err = s.apply(ctx, w)
 	}
-	if safe && err == nil {
+	if w.safe && err == nil {
 		s.dups.set(tp, stored > 0)
 	}
 	res.CopyConflicts = conflicts
@@ -60,15 +63,66 @@ func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applie
 // errStoredDuplicate: the fast way met an event_id already stored.
 var errStoredDuplicate = errors.New("an event_id of the batch is already stored")
 
-// apply is one attempt at Apply's transaction, the fast way or the safe
-// way; recs are b's records, one per event_id, sorted by event_id. It
-// also returns how many of recs were skipped as already stored (the safe
-// way only). The statements are pipelined: BEGIN, the lock and, the safe
-// way, the event insert; then, the fast way, the COPY; then, once the
-// fence is checked and the new events are known, the run merge, the dead
-// letters and the offset; then COMMIT.
-func (s *Store) apply(ctx context.Context, b *projector.Batch, recs []projector.Record, safe bool) (res projector.Applied, stored int, err error) {
+// work is a batch made ready for its transaction: everything the client
+// computes is computed before the transaction begins, so that a
+// transaction never waits on the client between its statements.
+type work struct {
+	b    *projector.Batch
+	safe bool
+	// recs are the batch's records, one per event_id, sorted by event_id.
+	recs []projector.Record
+	// For the fast way: the COPY stream of recs, and the runs they fold
+	// into (every event of recs is new when the COPY succeeds).
+	copyBuf *[]byte
+	runs    []projector.Run
+	dead    dbsqlc.InsertDeadLettersParams
+}
+
+func newWork(b *projector.Batch, safe bool) *work {
 	l := b.Lease
+	w := &work{b: b, safe: safe, recs: b.UniqueRecords()}
+	if len(b.DeadLetters) > 0 {
+		w.dead = deadLettersParams(l.Topic, l.Partition, b.DeadLetters)
+	}
+	if !safe {
+		w.prepareCopy()
+	}
+	return w
+}
+
+func (w *work) prepareCopy() {
+	if len(w.recs) == 0 {
+		return
+	}
+	l := w.b.Lease
+	w.copyBuf = copyBuffers.Get().(*[]byte)
+	*w.copyBuf = appendEventsCopy((*w.copyBuf)[:0], l.Topic, l.Partition, w.recs)
+	w.runs = projector.FoldRecords(w.recs)
+}
+
+// release returns the COPY buffer for reuse, unless a failed COPY may
+// still be reading it (copyEvents drops it then).
+func (w *work) release() {
+	if w.copyBuf != nil {
+		copyBuffers.Put(w.copyBuf)
+		w.copyBuf = nil
+	}
+}
+
+// apply is one attempt at Apply's transaction, the fast way or the safe
+// way. It also returns how many records were skipped as already stored
+// (the safe way only). The statements go in four round trips: BEGIN, the
+// lock and, the safe way, the event insert; then, the fast way, the COPY;
+// then, once the fence is checked and the new events are known, the run
+// merge, the dead letters and the offset; then COMMIT.
+func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stored int, err error) {
+	b, l := w.b, w.b.Lease
+	release, err := s.acquireApplySlot(ctx)
+	if err != nil {
+		return res, 0, err
+	}
+	defer release()
+	start := time.Now()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return res, 0, fmt.Errorf("acquire connection: %w", err)
@@ -91,8 +145,8 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch, recs []projector.
 	// wait for the WAL flush on every batch.
 	first.Queue("SET LOCAL synchronous_commit = off")
 	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
-	if safe && len(recs) > 0 {
-		dbsqlc.QueueInsertEvents(first, insertEventsParams(l.Topic, l.Partition, recs), &ids)
+	if w.safe && len(w.recs) > 0 {
+		dbsqlc.QueueInsertEvents(first, insertEventsParams(l.Topic, l.Partition, w.recs), &ids)
 	}
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -104,35 +158,34 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch, recs []projector.
 	if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
 		return res, 0, err
 	}
-	var fresh []projector.Event
-	if safe {
-		fresh = freshEvents(recs, ids)
-		stored = len(recs) - len(ids)
-	} else if len(recs) > 0 {
-		if err := s.copyEvents(ctx, conn.Conn().PgConn(), l.Topic, l.Partition, recs); err != nil {
+	var fresh []projector.Record
+	runs := w.runs
+	if w.safe {
+		fresh = freshRecords(w.recs, ids)
+		stored = len(w.recs) - len(ids)
+		runs = projector.FoldRecords(fresh)
+	} else if w.copyBuf != nil {
+		if err := copyEvents(ctx, conn.Conn().PgConn(), w); err != nil {
 			return res, 0, err
 		}
-		fresh = make([]projector.Event, len(recs))
-		for i := range recs {
-			fresh[i] = recs[i].Event
-		}
+		fresh = w.recs
 	}
 
 	second := &pgx.Batch{}
-	runs := projector.FoldRuns(fresh)
 	if len(runs) > 0 {
 		dbsqlc.QueueMergeRuns(second, mergeRunsParams(runs))
 	}
 	var dead int64
 	if len(b.DeadLetters) > 0 {
-		dbsqlc.QueueInsertDeadLetters(second, deadLettersParams(l.Topic, l.Partition, b.DeadLetters), &dead)
+		dbsqlc.QueueInsertDeadLetters(second, w.dead, &dead)
 	}
 	dbsqlc.QueueAdvanceOffset(second, dbsqlc.AdvanceOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End})
 	if err = conn.SendBatch(ctx, second).Close(); err != nil {
 		return res, 0, fmt.Errorf("merge runs and move offset: %w", err)
 	}
 	// Once COMMIT is sent, wait for its answer even if ctx ends now, so
-	// the caller knows whether the batch is in.
+	// the caller knows whether the batch is in. (So COMMIT goes on its
+	// own: a cancelled ctx must still stop the statements before it.)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	if _, err = conn.Exec(cctx, "COMMIT"); err != nil {
@@ -144,8 +197,20 @@ func (s *Store) apply(ctx context.Context, b *projector.Batch, recs []projector.
 		DeadLetters: int(dead),
 		Runs:        len(runs),
 		EventTypes:  countTypes(fresh),
-		Insert:      insertWay(safe),
+		Insert:      insertWay(w.safe),
+		Took:        time.Since(start),
 	}, stored, nil
+}
+
+// acquireApplySlot waits until fewer than Config.Parallelism batch
+// transactions are in flight.
+func (s *Store) acquireApplySlot(ctx context.Context) (release func(), err error) {
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func insertWay(safe bool) string {
@@ -155,16 +220,14 @@ func insertWay(safe bool) string {
 	return projector.InsertCopy
 }
 
-// copyEvents streams recs into workflow_events with COPY. An event_id
+// copyEvents streams w's COPY buffer into workflow_events. An event_id
 // already stored fails it with errStoredDuplicate.
-func (s *Store) copyEvents(ctx context.Context, conn *pgconn.PgConn, topic string, partition int32, recs []projector.Record) error {
-	bp := copyBuffers.Get().(*[]byte)
-	*bp = appendEventsCopy((*bp)[:0], topic, partition, recs)
-	_, err := conn.CopyFrom(ctx, bytes.NewReader(*bp), copyEventsSQL)
-	if err == nil {
-		// Only then: when the connection fails, pgconn may return while
-		// its writer goroutine still reads the buffer.
-		copyBuffers.Put(bp)
+func copyEvents(ctx context.Context, conn *pgconn.PgConn, w *work) error {
+	_, err := conn.CopyFrom(ctx, bytes.NewReader(*w.copyBuf), copyEventsSQL)
+	if err != nil {
+		// When the connection fails, pgconn may return while its writer
+		// goroutine still reads the buffer: leave it to the GC.
+		w.copyBuf = nil
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == "workflow_events" {
@@ -219,29 +282,31 @@ func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partit
 	if err != nil {
 		return 0, 0, fmt.Errorf("insert events: %w", err)
 	}
-	merged := projector.FoldRuns(freshEvents(recs, ids))
+	merged := projector.FoldRecords(freshRecords(recs, ids))
 	if err := s.mergeRuns(ctx, tx, merged); err != nil {
 		return 0, 0, err
 	}
 	return len(ids), len(merged), nil
 }
 
-// freshEvents returns the events of recs whose event_id is in ids.
-func freshEvents(recs []projector.Record, ids []string) []projector.Event {
-	if len(ids) == 0 {
-		return nil
+// freshRecords returns the records of recs, sorted by event_id, whose
+// event_id is in ids.
+func freshRecords(recs []projector.Record, ids []string) []projector.Record {
+	if len(ids) == len(recs) {
+		return recs
 	}
-	fresh := make(map[string]struct{}, len(ids))
-	for _, id := range ids {
-		fresh[id] = struct{}{}
-	}
-	events := make([]projector.Event, 0, len(ids))
-	for _, r := range recs {
-		if _, ok := fresh[r.Event.EventID]; ok {
-			events = append(events, r.Event)
+	slices.Sort(ids)
+	fresh := make([]projector.Record, 0, len(ids))
+	for i := range recs {
+		if len(ids) == 0 {
+			break
+		}
+		if recs[i].Event.EventID == ids[0] {
+			fresh = append(fresh, recs[i])
+			ids = ids[1:]
 		}
 	}
-	return events
+	return fresh
 }
 
 func insertEventsParams(topic string, partition int32, recs []projector.Record) dbsqlc.InsertEventsParams {
@@ -360,11 +425,11 @@ func deadLettersParams(topic string, partition int32, dls []projector.DeadLetter
 	return p
 }
 
-// countTypes counts events by event_type.
-func countTypes(events []projector.Event) map[string]int {
+// countTypes counts the events of recs by event_type.
+func countTypes(recs []projector.Record) map[string]int {
 	types := make(map[string]int, 10)
-	for i := range events {
-		types[events[i].EventType]++
+	for i := range recs {
+		types[recs[i].Event.EventType]++
 	}
 	return types
 }

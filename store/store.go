@@ -24,16 +24,25 @@ type Store struct {
 	q    *dbsqlc.Queries
 	// dups: the partitions whose batches meet stored event_ids (Apply).
 	dups dupState
+	// slots holds a token per batch transaction in flight (Parallelism).
+	slots chan struct{}
 }
 
 // Config says how to reach PostgreSQL.
 type Config struct {
 	// URL is a PostgreSQL connection URL or DSN.
 	URL string
+	// Parallelism is the most batch transactions (Apply) in flight at
+	// once, each on a connection of its own. More than the server's cores
+	// mostly adds contention. Default DefaultParallelism.
+	Parallelism int
 	// MaxConns caps the pool; each partition applies on its own
 	// connection. Default 10.
 	MaxConns int32
 }
+
+// DefaultParallelism is the default of Config.Parallelism.
+const DefaultParallelism = 4
 
 // IdleInTransactionTimeout is how long PostgreSQL lets a session of this
 // program sit idle inside a transaction before it ends the session and
@@ -64,7 +73,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create pool for %s: %w", RedactURL(cfg.URL), err)
 	}
-	return &Store{pool: pool, q: dbsqlc.New()}, nil
+	par := cfg.Parallelism
+	if par <= 0 {
+		par = DefaultParallelism
+	}
+	return &Store{pool: pool, q: dbsqlc.New(), slots: make(chan struct{}, par)}, nil
 }
 
 // Pool returns the underlying pool, for tests and tools.

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,6 +185,7 @@ func backlog(ctx context.Context, o options) error {
 	}
 	defer closeBroker()
 
+	cpu0 := readCPU()
 	start := time.Now()
 	cmd, stderr, err := worker(o, dbURL, brokers, "--until-caught-up")
 	if err != nil {
@@ -243,6 +245,7 @@ func backlog(ctx context.Context, o options) error {
 		return fmt.Errorf("projector run: %w", err)
 	}
 	elapsed := time.Since(start)
+	cpu1 := readCPU()
 	<-pollDone
 	rss := peakKiB.Load()
 
@@ -272,7 +275,49 @@ func backlog(ctx context.Context, o options) error {
 		fmt.Printf("batches:   %v, transaction p50 %v ms, p99 %v ms, max %v ms\n", stopped["batches"], stopped["batch_p50_ms"], stopped["batch_p99_ms"], stopped["batch_max_ms"])
 	}
 	fmt.Printf("peak RSS:  %.1f MB (the worker process's VmHWM)\n", float64(rss)/1024)
+	if cpu0.ok && cpu1.ok {
+		secs := elapsed.Seconds()
+		w := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		broker := cpu1.self - cpu0.self
+		busy := cpu1.busy - cpu0.busy
+		fmt.Printf("CPU:       worker %.2f cores, broker %.2f, the rest (PostgreSQL) %.2f, idle %.2f (I/O wait %.2f) of %d; worker %.1f µs/event, the rest %.1f µs/event\n",
+			w.Seconds()/secs, broker.Seconds()/secs, (busy-w-broker).Seconds()/secs, (cpu1.idle-cpu0.idle).Seconds()/secs,
+			(cpu1.iowait-cpu0.iowait).Seconds()/secs, runtime.NumCPU(),
+			w.Seconds()*1e6/float64(len(msgs)), (busy-w-broker).Seconds()*1e6/float64(len(msgs)))
+	}
 	return nil
+}
+
+// cpuSample is the machine's busy and idle CPU time (from /proc/stat) and
+// this process's own (the in-process broker's, while the worker runs).
+type cpuSample struct {
+	busy, idle, iowait, self time.Duration
+	ok                       bool
+}
+
+func readCPU() cpuSample {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return cpuSample{}
+	}
+	self := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuSample{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuSample{}
+	}
+	var ticks [8]int64
+	for i := range ticks {
+		ticks[i], _ = strconv.ParseInt(f[i+1], 10, 64)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	idle := time.Duration(ticks[3]+ticks[4]) * tick
+	busy := time.Duration(ticks[0]+ticks[1]+ticks[2]+ticks[5]+ticks[6]+ticks[7]) * tick
+	return cpuSample{busy: busy, idle: idle, iowait: time.Duration(ticks[4]) * tick, self: self, ok: true}
 }
 
 // copyBaseline times COPY of the same events, decoded, into a bare table

@@ -29,7 +29,7 @@ func dryRunFlag(usage string) cli.Flag {
 // once (exit code 1), and one that lacks this binary's migrations is a
 // usage error (exit code 2).
 func (a *app) openReady(ctx context.Context, cmd *cli.Command) (*store.Store, error) {
-	st, err := a.openStore(ctx, cmd, 4)
+	st, err := a.openStore(ctx, cmd, store.Config{MaxConns: 4})
 	if err != nil {
 		return nil, err
 	}

@@ -159,9 +159,9 @@ func splitList(s string) []string {
 
 // openStore opens the database named by --database-url; a malformed URL
 // is a usage error.
-func (a *app) openStore(ctx context.Context, cmd *cli.Command, maxConns int32) (*store.Store, error) {
-	url := cmd.String("database-url")
-	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: maxConns})
+func (a *app) openStore(ctx context.Context, cmd *cli.Command, cfg store.Config) (*store.Store, error) {
+	cfg.URL = cmd.String("database-url")
+	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--database-url: %w", err)}
 	}

@@ -58,7 +58,7 @@ func (a *app) migrate(fn func(context.Context, *store.Migrator) error) cli.Actio
 		if cmd.Args().Len() > 0 {
 			return usagef("unexpected argument %q", cmd.Args().First())
 		}
-		st, err := a.openStore(ctx, cmd, 2)
+		st, err := a.openStore(ctx, cmd, store.Config{MaxConns: 2})
 		if err != nil {
 			return err
 		}

@@ -30,7 +30,8 @@ func (a *app) runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "batch-wait", Value: def.BatchWait, Usage: "how long a partition's batch waits for more messages before it is applied", Sources: cli.EnvVars("BATCH_WAIT")},
 			&cli.StringFlag{Name: "kafka-version", Value: def.KafkaVersion, Usage: "Kafka protocol version to speak", Sources: cli.EnvVars("KAFKA_VERSION")},
 			&cli.StringFlag{Name: "cpu-profile", Usage: "write a pprof CPU profile of the run to this file", Sources: cli.EnvVars("CPU_PROFILE")},
-			&cli.IntFlag{Name: "db-max-conns", Value: 10, Usage: "PostgreSQL connections; partitions apply in parallel, one connection each", Sources: cli.EnvVars("DB_MAX_CONNS")},
+			&cli.IntFlag{Name: "parallelism", Value: store.DefaultParallelism, Usage: "most batch transactions in flight at once, across partitions, each on a connection of its own", Sources: cli.EnvVars("PARALLELISM")},
+			&cli.IntFlag{Name: "db-max-conns", Usage: "PostgreSQL connections in all: the batches' and a few for lease checks and lag (0: --parallelism + 4)", Sources: cli.EnvVars("DB_MAX_CONNS")},
 			&cli.StringFlag{Name: "http-addr", Usage: "serve /metrics, /healthz and /readyz on this host:port (like :8080); empty: no HTTP server", Sources: cli.EnvVars("HTTP_ADDR")},
 			&cli.StringFlag{Name: "group-instance-id", Usage: "a stable ID of this worker (e.g. the pod name) to be a static group member: a restart takes its partitions back without rebalancing the others (Kafka 2.3+)", Sources: cli.EnvVars("KAFKA_GROUP_INSTANCE_ID")},
 			&cli.BoolFlag{Name: "mirror-offsets", Usage: "also commit each stored offset to Kafka after the database commit, for lag tools (never used to position)", Sources: cli.EnvVars("MIRROR_OFFSETS")},
@@ -56,15 +57,22 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
+	par := cmd.Int("parallelism")
+	if par < 1 || par > 256 {
+		return usagef("--parallelism: must be from 1 to 256, got %d", par)
+	}
 	maxConns := cmd.Int("db-max-conns")
-	if maxConns < 1 || maxConns > 1000 {
-		return usagef("--db-max-conns: must be from 1 to 1000, got %d", maxConns)
+	if maxConns == 0 {
+		maxConns = par + sideConns
+	}
+	if maxConns <= par || maxConns > 1000 {
+		return usagef("--db-max-conns: must be more than --parallelism (%d), for the lease checks beside the batches, and at most 1000; got %d", par, maxConns)
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	st, err := a.openStore(ctx, cmd, int32(maxConns))
+	st, err := a.openStore(ctx, cmd, store.Config{MaxConns: int32(maxConns), Parallelism: par})
 	if err != nil {
 		return err
 	}
@@ -94,7 +102,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	serveCtx, stopServing := context.WithCancel(gctx)
 	defer stopServing()
 	if ln != nil {
-		probe, err := a.openStore(ctx, cmd, 1)
+		probe, err := a.openStore(ctx, cmd, store.Config{MaxConns: 1})
 		if err != nil {
 			return err
 		}
@@ -201,5 +209,9 @@ func (a *app) logProgress(ctx context.Context, w *projector.Worker) (stop func()
 	}()
 	return func() { cancel(); <-done }
 }
+
+// sideConns are the connections beside the batch transactions: idle
+// claims' lease checks, high watermarks, the caught-up check.
+const sideConns = 4
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
