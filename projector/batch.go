@@ -126,18 +126,22 @@ func (b *Batch) AddDeadLetter(m Message, err error) {
 
 // UniqueRecords returns the batch's records with one per event_id (the
 // lowest offset wins: the first one applied), sorted by event_id so that
-// concurrent transactions insert, and lock, in the same order.
-func (b *Batch) UniqueRecords() []Record {
-	out := slices.Clone(b.Records)
-	slices.SortStableFunc(out, func(x, y Record) int {
+// concurrent transactions insert, and lock, in the same order. They point
+// into b.Records, which stays in offset order.
+func (b *Batch) UniqueRecords() []*Record {
+	out := make([]*Record, len(b.Records))
+	for i := range b.Records {
+		out[i] = &b.Records[i]
+	}
+	slices.SortFunc(out, func(x, y *Record) int {
 		return cmp.Or(cmp.Compare(x.Event.EventID, y.Event.EventID), cmp.Compare(x.Offset, y.Offset))
 	})
-	return slices.CompactFunc(out, func(x, y Record) bool { return x.Event.EventID == y.Event.EventID })
+	return slices.CompactFunc(out, func(x, y *Record) bool { return x.Event.EventID == y.Event.EventID })
 }
 
 // FoldRecords projects the events of records into one partial Run per
 // workflow_run_id, sorted by workflow_run_id. The events must be distinct.
-func FoldRecords(recs []Record) []Run {
+func FoldRecords(recs []*Record) []Run {
 	idx := make(map[string]int, len(recs)/4)
 	runs := make([]Run, 0, len(recs)/4)
 	for i := range recs {

@@ -22,7 +22,7 @@ type Config struct {
 	// KafkaVersion is the protocol version sarama speaks. Default 2.8.0.
 	KafkaVersion string
 	// BatchSize is the most messages of one partition applied in one
-	// transaction. Default 1000.
+	// transaction. Default 2000.
 	BatchSize int
 	// BatchWait is how long a partition's batch waits for more messages
 	// after its first one before it is applied. Default 20ms.
@@ -74,7 +74,7 @@ func DefaultConfig() Config {
 		Topics:             []string{"workflow-events"},
 		Group:              "workflow-projector",
 		KafkaVersion:       "2.8.0",
-		BatchSize:          1000,
+		BatchSize:          2000,
 		BatchWait:          20 * time.Millisecond,
 		LeaseCheckInterval: 2 * time.Second,
 		RetryMin:           100 * time.Millisecond,

@@ -36,14 +36,14 @@ func BenchmarkProject(b *testing.B) {
 func BenchmarkFoldBatch(b *testing.B) {
 	const runs, perRun = 100, 10 // a batch of 1000 events
 	r := rand.New(rand.NewPCG(5, 6))
-	recs := make([]Record, 0, runs*perRun)
+	recs := make([]*Record, 0, runs*perRun)
 	for i := range runs {
 		runID := "run-" + strconv.Itoa(i)
 		for j, e := range genEvents(r, perRun, genMode{maxAttempt: 2, tsSlots: 8}) {
 			e.WorkflowRunID = runID
 			e.EventID = runID + "-" + strconv.Itoa(j)
 			e.Timestamp = e.Timestamp.Add(time.Duration(i) * time.Second)
-			recs = append(recs, Record{Offset: int64(len(recs)), Event: e})
+			recs = append(recs, &Record{Offset: int64(len(recs)), Event: e})
 		}
 	}
 	r.Shuffle(len(recs), func(i, j int) { recs[i], recs[j] = recs[j], recs[i] })

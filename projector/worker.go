@@ -214,6 +214,21 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { _ = group.Close(); <-errsDone }()
 
+	// The caught-up check gets a client of its own: on the consumer's
+	// connection, each offset lookup would queue behind a fetch that the
+	// broker holds for up to MaxWaitTime, and the last commit would be
+	// seen late.
+	var probe sarama.Client
+	if w.cfg.UntilCaughtUp {
+		probe, err = retry(ctx, w, log, "connect to kafka", func() (sarama.Client, error) {
+			return sarama.NewClient(w.cfg.Brokers, w.saramaConfig())
+		})
+		if err != nil {
+			return ignoreCanceled(ctx, err)
+		}
+		defer probe.Close()
+	}
+
 	h := &handler{w: w, client: client, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -238,7 +253,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.UntilCaughtUp {
 		g.Go(func() error {
 			defer cancel()
-			return w.waitCaughtUp(gctx, log, client, h.nudge)
+			return w.waitCaughtUp(gctx, log, probe, h.nudge)
 		})
 	}
 	return ignoreCanceled(ctx, g.Wait())

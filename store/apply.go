@@ -37,6 +37,13 @@ import (
 func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
 	l := b.Lease
 	tp := projector.TopicPartition{Topic: l.Topic, Partition: l.Partition}
+	// The turn is taken before the batch is prepared, so that batches
+	// waiting for one hold no prepared copy of their events.
+	release, err := s.acquireApplySlot(ctx)
+	if err != nil {
+		return projector.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
+	}
+	defer release()
 	w := newWork(b, s.dups.met(tp))
 	defer w.release()
 	res, stored, err := s.apply(ctx, w)
@@ -64,13 +71,13 @@ func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applie
 var errStoredDuplicate = errors.New("an event_id of the batch is already stored")
 
 // work is a batch made ready for its transaction: everything the client
-// computes is computed before the transaction begins, so that a
+// computes is computed before the transaction begins, so that the
 // transaction never waits on the client between its statements.
 type work struct {
 	b    *projector.Batch
 	safe bool
 	// recs are the batch's records, one per event_id, sorted by event_id.
-	recs []projector.Record
+	recs []*projector.Record
 	// For the fast way: the COPY stream of recs, and the runs they fold
 	// into (every event of recs is new when the COPY succeeds).
 	copyBuf *[]byte
@@ -117,11 +124,6 @@ func (w *work) release() {
 // merge, the dead letters and the offset; then COMMIT.
 func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stored int, err error) {
 	b, l := w.b, w.b.Lease
-	release, err := s.acquireApplySlot(ctx)
-	if err != nil {
-		return res, 0, err
-	}
-	defer release()
 	start := time.Now()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -158,7 +160,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
 		return res, 0, err
 	}
-	var fresh []projector.Record
+	var fresh []*projector.Record
 	runs := w.runs
 	if w.safe {
 		fresh = freshRecords(w.recs, ids)
@@ -274,7 +276,7 @@ func (d *dupState) set(tp projector.TopicPartition, met bool) {
 // inside tx. recs must hold one record per event_id, sorted by event_id
 // (Batch.UniqueRecords). It returns how many events were new and how many
 // runs they touched.
-func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partition int32, recs []projector.Record) (inserted, runs int, err error) {
+func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partition int32, recs []*projector.Record) (inserted, runs int, err error) {
 	if len(recs) == 0 {
 		return 0, 0, nil
 	}
@@ -291,12 +293,12 @@ func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partit
 
 // freshRecords returns the records of recs, sorted by event_id, whose
 // event_id is in ids.
-func freshRecords(recs []projector.Record, ids []string) []projector.Record {
+func freshRecords(recs []*projector.Record, ids []string) []*projector.Record {
 	if len(ids) == len(recs) {
 		return recs
 	}
 	slices.Sort(ids)
-	fresh := make([]projector.Record, 0, len(ids))
+	fresh := make([]*projector.Record, 0, len(ids))
 	for i := range recs {
 		if len(ids) == 0 {
 			break
@@ -309,7 +311,7 @@ func freshRecords(recs []projector.Record, ids []string) []projector.Record {
 	return fresh
 }
 
-func insertEventsParams(topic string, partition int32, recs []projector.Record) dbsqlc.InsertEventsParams {
+func insertEventsParams(topic string, partition int32, recs []*projector.Record) dbsqlc.InsertEventsParams {
 	n := len(recs)
 	p := dbsqlc.InsertEventsParams{
 		Topic:          topic,
@@ -326,7 +328,7 @@ func insertEventsParams(topic string, partition int32, recs []projector.Record) 
 		Payloads:       make([]string, n),
 	}
 	for i := range recs {
-		r := &recs[i]
+		r := recs[i]
 		e := &r.Event
 		p.EventIds[i] = e.EventID
 		p.WorkflowRunIds[i] = e.WorkflowRunID
@@ -426,7 +428,7 @@ func deadLettersParams(topic string, partition int32, dls []projector.DeadLetter
 }
 
 // countTypes counts the events of recs by event_type.
-func countTypes(recs []projector.Record) map[string]int {
+func countTypes(recs []*projector.Record) map[string]int {
 	types := make(map[string]int, 10)
 	for i := range recs {
 		types[recs[i].Event.EventType]++

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"slices"
 	"time"
 
 	"github.com/projector-run/projector/projector"
@@ -27,12 +28,28 @@ var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 // appendEventsCopy appends recs, as rows of copyEventsSQL, to buf as one
 // whole binary COPY stream. It is the hot path of every batch: no
 // reflection, no allocation beyond growing buf.
-func appendEventsCopy(buf []byte, topic string, partition int32, recs []projector.Record) []byte {
+func appendEventsCopy(buf []byte, topic string, partition int32, recs []*projector.Record) []byte {
+	buf = slices.Grow(buf, copySize(topic, recs))
 	buf = append(buf, copyHeader...)
-	for i := range recs {
-		buf = appendEventRow(buf, topic, partition, &recs[i])
+	for _, r := range recs {
+		buf = appendEventRow(buf, topic, partition, r)
 	}
 	return binary.BigEndian.AppendUint16(buf, 0xffff) // the trailer: -1 columns
+}
+
+// copySize is the length of appendEventsCopy's stream, so that the
+// buffer is allocated once.
+func copySize(topic string, recs []*projector.Record) int {
+	// Per row: the column count, 12 lengths, the fixed-size values
+	// (timestamp, attempt, partition, offset) and jsonb's version byte.
+	const fixed = 2 + copyEventsColumns*4 + 8 + 4 + 4 + 8 + 1
+	n := len(copyHeader) + 2
+	for _, r := range recs {
+		e := &r.Event
+		n += fixed + len(e.EventID) + len(e.WorkflowRunID) + len(e.WorkflowID) + len(e.EventType) +
+			len(e.Source) + len(e.StepID) + len(topic) + len(e.Payload)
+	}
+	return n
 }
 
 func appendEventRow(buf []byte, topic string, partition int32, r *projector.Record) []byte {

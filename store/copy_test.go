@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -192,4 +193,26 @@ func assertNoError(t *testing.T, err error) bool {
 		return false
 	}
 	return true
+}
+
+// TestCopySizeIsExact: copySize is the length of the stream, so the
+// buffer is allocated once, at its final size.
+func TestCopySizeIsExact(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{0, 1, 7, 100} {
+		var vs [][]byte
+		for i := range n {
+			extra := ""
+			if i%2 == 0 {
+				extra = `,"data":{"k":"` + strings.Repeat("x", i) + `"}`
+			}
+			vs = append(vs, eventJSON(fmt.Sprintf("e%d", i), []string{"run.queued", "step.started"}[i%2], "r", time.Unix(int64(i), 0), 1, extra))
+		}
+		b := batchOf(projector.Lease{Topic: "a-topic"}, vs...)
+		recs := b.UniqueRecords()
+		got := store.AppendEventsCopy(nil, "a-topic", 3, recs)
+		require.Equal(t, len(got), store.CopySize("a-topic", recs), "%d events", n)
+		once := slices.Grow([]byte(nil), len(got))
+		require.Equal(t, cap(once), cap(got), "%d events: the buffer grew more than once", n)
+	}
 }

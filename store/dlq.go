@@ -305,7 +305,7 @@ func (s *Store) replayDry(ctx context.Context, rows []dbsqlc.DeadLetter) ([]Repl
 	return outcomes(rows, b, stored), nil
 }
 
-func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []projector.Record) (map[string]bool, error) {
+func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []*projector.Record) (map[string]bool, error) {
 	ids := make([]string, len(recs))
 	for i, r := range recs {
 		ids[i] = r.Event.EventID

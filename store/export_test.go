@@ -14,3 +14,9 @@ func (s *Store) ApplySkipStored(ctx context.Context, b *projector.Batch) (projec
 	res, _, err := s.apply(ctx, w)
 	return res, err
 }
+
+// AppendEventsCopy and CopySize are the COPY stream's encoder and size.
+var (
+	AppendEventsCopy = appendEventsCopy
+	CopySize         = copySize
+)

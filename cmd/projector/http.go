@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -68,10 +69,14 @@ type readyCheck struct {
 	check func(context.Context) error
 }
 
-// newHTTPHandler serves /metrics from g, /healthz, and /readyz from checks.
+// newHTTPHandler serves /metrics from g, /healthz, /readyz from checks,
+// and Go's profiles under /debug/pprof/ (heap, CPU, goroutines), for
+// looking at a worker in production.
 func newHTTPHandler(g prometheus.Gatherer, checks []readyCheck) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
