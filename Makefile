@@ -49,12 +49,14 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 BENCH_EVENTS ?= 1000000
+BENCH_REPEAT ?= 3
 
 .PHONY: bench
-bench: build ## Go benchmarks (decode, merge, apply), then projector end to end against COPY, and steady-state latency
+bench: build ## Go benchmarks (decode, batch building, merge, COPY stream, apply), then projector end to end against COPY (BENCH_REPEAT times), and steady-state latency
 	$(GO) test ./projector -run '^$$' -bench . -benchmem
-	$(GO) test ./store -run '^$$' -bench . -benchmem -benchtime 20x
-	$(GO) run ./cmd/projector-bench --projector bin/projector --database-url '$(BENCH_DATABASE_URL)' --events $(BENCH_EVENTS)
+	$(GO) test ./store -run '^$$' -bench CopyStream -benchmem
+	$(GO) test ./store -run '^$$' -bench Apply -benchmem -benchtime 20x
+	$(GO) run ./cmd/projector-bench --projector bin/projector --database-url '$(BENCH_DATABASE_URL)' --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
 	$(GO) run ./cmd/projector-bench --projector bin/projector --database-url '$(BENCH_DATABASE_URL)' --rate 5000 --duration 20s
 
 .PHONY: generate

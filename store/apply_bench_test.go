@@ -14,10 +14,10 @@ import (
 )
 
 // BenchmarkApply measures the apply transaction alone, against real
-// PostgreSQL: 8 partitions applying batches of 1000 events (10 per run)
+// PostgreSQL: 8 partitions applying batches of 1000 to 5000 events (10 per run)
 // in parallel, as the worker does. Reported as events/s.
 func BenchmarkApply(b *testing.B) {
-	for _, size := range []int{500, 1000, 4000} {
+	for _, size := range []int{1000, 2000, 5000} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			st := storetest.New(b)
 			if q := os.Getenv("BENCH_SETUP_SQL"); q != "" {

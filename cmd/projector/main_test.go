@@ -48,6 +48,9 @@ func TestUsageErrorsExitTwoWithOneLine(t *testing.T) {
 		{"group instance id on old kafka", []string{"--database-url", url, "run", "--group-instance-id", "pod-1", "--kafka-version", "2.2.0"}, "group-instance-id"},
 		{"bad database url", []string{"--database-url", "postgres://u:secret@host:notaport/db", "migrate", "status"}, "--database-url"},
 		{"stray argument", []string{"--database-url", url, "run", "extra"}, "extra"},
+		{"no parallelism", []string{"--database-url", url, "run", "--parallelism", "0"}, "--parallelism"},
+		{"fewer connections than parallelism", []string{"--database-url", url, "run", "--parallelism", "8", "--db-max-conns", "4"}, "--db-max-conns"},
+		{"negative connections", []string{"--database-url", url, "run", "--db-max-conns", "-1"}, "--db-max-conns"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -59,6 +62,31 @@ func TestUsageErrorsExitTwoWithOneLine(t *testing.T) {
 			require.True(t, strings.HasPrefix(lines[len(lines)-1], "projector: "), stderr)
 		})
 	}
+}
+
+// TestConnectionsSizeEachOther: --parallelism alone sizes the pool,
+// --db-max-conns alone bounds the parallelism, and both set must agree.
+func TestConnectionsSizeEachOther(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		par, conns int
+		parSet     bool
+		wantPar    int
+		wantConns  int
+	}{
+		{4, 0, false, 4, 8},   // the defaults
+		{16, 0, true, 16, 20}, // parallelism alone
+		{4, 4, false, 3, 4},   // a pool alone leaves one connection beside the batches
+		{4, 1, false, 1, 1},   // a pool of one serializes everything
+		{4, 30, false, 4, 30},
+		{3, 3, true, 3, 3}, // both set: as many connections as batches is allowed
+	} {
+		par, conns, err := connections(tc.par, tc.conns, tc.parSet)
+		require.NoError(t, err)
+		require.Equal(t, [2]int{tc.wantPar, tc.wantConns}, [2]int{par, conns}, "%+v", tc)
+	}
+	_, _, err := connections(5, 4, true)
+	require.ErrorContains(t, err, "must be at least --parallelism")
 }
 
 func TestRunRefusesUnmigratedDatabase(t *testing.T) {

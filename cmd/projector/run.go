@@ -57,16 +57,9 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	par := cmd.Int("parallelism")
-	if par < 1 || par > 256 {
-		return usagef("--parallelism: must be from 1 to 256, got %d", par)
-	}
-	maxConns := cmd.Int("db-max-conns")
-	if maxConns == 0 {
-		maxConns = par + sideConns
-	}
-	if maxConns <= par || maxConns > 1000 {
-		return usagef("--db-max-conns: must be more than --parallelism (%d), for the lease checks beside the batches, and at most 1000; got %d", par, maxConns)
+	par, maxConns, err := connections(cmd.Int("parallelism"), cmd.Int("db-max-conns"), cmd.IsSet("parallelism"))
+	if err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -213,5 +206,27 @@ func (a *app) logProgress(ctx context.Context, w *projector.Worker) (stop func()
 // sideConns are the connections beside the batch transactions: idle
 // claims' lease checks, high watermarks, the caught-up check.
 const sideConns = 4
+
+// connections reads --parallelism and --db-max-conns. Either one set
+// alone sizes the other: the pool is the batches' connections plus
+// sideConns, and a pool given alone leaves one connection beside the
+// batches (a pool of one serializes everything, and still works).
+func connections(par, maxConns int, parSet bool) (int, int, error) {
+	if par < 1 || par > 256 {
+		return 0, 0, usagef("--parallelism: must be from 1 to 256, got %d", par)
+	}
+	if maxConns < 0 || maxConns > 1000 {
+		return 0, 0, usagef("--db-max-conns: must be from 1 to 1000 (0: --parallelism + %d), got %d", sideConns, maxConns)
+	}
+	switch {
+	case maxConns == 0:
+		maxConns = par + sideConns
+	case !parSet:
+		par = max(1, min(par, maxConns-1))
+	case par > maxConns:
+		return 0, 0, usagef("--db-max-conns (%d) must be at least --parallelism (%d): each batch in flight needs a connection", maxConns, par)
+	}
+	return par, maxConns, nil
+}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -30,8 +30,8 @@ func isRejected(l logLine) bool { return strings.HasPrefix(l.Msg, "postgresql re
 // through PostgreSQL trouble on the shared server, confined to the
 // scenario's own database: their connections killed every 50 to 300ms
 // (pg_terminate_backend) for 6 seconds, then every statement of their
-// sessions cancelled after 5ms (statement_timeout set on the database)
-// for 6 seconds, then killed again while a long lock on the offset table
+// sessions cancelled after 5ms (statement_timeout set on the database,
+// while a lock makes batches wait) for 6 seconds, then killed again while a long lock on the offset table
 // holds every batch. The workers retry, never turn a failure into a dead
 // letter, never exit, and end with everything applied exactly once.
 func TestPostgresConnectionsKilledAndStatementTimeouts(t *testing.T) {
@@ -61,14 +61,29 @@ func TestPostgresConnectionsKilledAndStatementTimeouts(t *testing.T) {
 	killFor(6 * time.Second)
 
 	// Every new session of the database gets a 5ms statement timeout;
-	// killing the current ones makes the workers reconnect into it.
+	// killing the current ones makes the workers reconnect into it. A
+	// batch's statements are mostly faster than that, so a session opened
+	// before (which keeps no timeout) holds the offset table's lock for
+	// 200ms of every 500ms: every batch that starts then waits on it, and
+	// times out.
+	locker, err := pgx.Connect(ctx, e.dbURL)
+	require.NoError(t, err)
+	defer locker.Close(ctx)
 	dbIdent := pgx.Identifier{db}.Sanitize()
-	_, err := admin.Pool().Exec(ctx, "ALTER DATABASE "+dbIdent+" SET statement_timeout = '5ms'")
+	_, err = admin.Pool().Exec(ctx, "ALTER DATABASE "+dbIdent+" SET statement_timeout = '5ms'")
 	require.NoError(t, err)
 	n, err := terminate(ctx, admin, db, "")
 	require.NoError(t, err)
 	kills += n
-	time.Sleep(6 * time.Second)
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); {
+		ltx, err := locker.Begin(ctx)
+		require.NoError(t, err)
+		_, err = ltx.Exec(ctx, "LOCK TABLE consumer_offsets IN EXCLUSIVE MODE")
+		require.NoError(t, err)
+		time.Sleep(200 * time.Millisecond)
+		require.NoError(t, ltx.Commit(ctx))
+		time.Sleep(300 * time.Millisecond)
+	}
 	_, err = admin.Pool().Exec(ctx, "ALTER DATABASE "+dbIdent+" RESET statement_timeout")
 	require.NoError(t, err)
 	n, err = terminate(ctx, admin, db, "")
