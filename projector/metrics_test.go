@@ -246,6 +246,8 @@ func TestMetricsCountWhatWasApplied(t *testing.T) {
 	require.Equal(t, float64(s.Rebalances.Load()), got["projector_rebalances_total"][""])
 	require.Equal(t, float64(s.Batches.Load()), sum(got["projector_batches_total"]))
 	require.Positive(t, got["projector_batches_total"]["insert=copy"])
+	require.Equal(t, float64(s.CopiedBatches.Load()), got["projector_batches_total"]["insert=copy"])
+	require.Equal(t, float64(s.CopyConflicts.Load()), got["projector_copy_conflicts_total"][""])
 	// The workload repeats events in later batches: some COPYs meet them.
 	require.Positive(t, got["projector_copy_conflicts_total"][""])
 	require.Positive(t, got["projector_batches_total"]["insert=insert_skip_stored"])

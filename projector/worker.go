@@ -90,6 +90,9 @@ type Sink interface {
 type Stats struct {
 	Messages, Events, Duplicates, DeadLetters, Batches atomic.Int64
 	Fenced, Retries, Rebalances, Incidents             atomic.Int64
+	// CopiedBatches counts batches whose events went in by COPY, and
+	// CopyConflicts the COPYs that met a stored event_id (Applied).
+	CopiedBatches, CopyConflicts atomic.Int64
 	// BatchDurations times each committed batch transaction, retries
 	// included.
 	BatchDurations Histogram
@@ -643,6 +646,10 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) e
 	w.stats.Events.Add(int64(res.Events))
 	w.stats.Duplicates.Add(int64(res.Duplicates))
 	w.stats.DeadLetters.Add(int64(res.DeadLetters))
+	if res.Insert == InsertCopy {
+		w.stats.CopiedBatches.Add(1)
+	}
+	w.stats.CopyConflicts.Add(int64(res.CopyConflicts))
 	if res.Took > 0 {
 		took = res.Took // the transaction alone, without waiting for a turn
 	}

@@ -141,8 +141,10 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	}
 	elapsed := time.Since(start)
 	s := w.Stats()
-	fmt.Fprintf(out, "caught up in %s: %.0f events/s applied, %.0f messages/s consumed\n\n",
+	fmt.Fprintf(out, "caught up in %s: %.0f events/s applied, %.0f messages/s consumed\n",
 		elapsed.Round(time.Millisecond), float64(s.Events.Load())/elapsed.Seconds(), float64(s.Messages.Load())/elapsed.Seconds())
+	fmt.Fprintf(out, "batches: %d, %d of them by COPY; %d COPYs met an event_id already stored and were applied again skipping it\n\n",
+		s.Batches.Load(), s.CopiedBatches.Load(), s.CopyConflicts.Load())
 	return summary(ctx, out, st, wl)
 }
 

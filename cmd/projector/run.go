@@ -140,7 +140,8 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	a.log.WithFields(logrus.Fields{
 		"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
 		"messages": s.Messages.Load(), "elapsed": time.Since(start).Round(time.Millisecond).String(),
-		"batches": s.Batches.Load(), "batch_p50_ms": ms(s.BatchDurations.Quantile(0.5)),
+		"batches": s.Batches.Load(), "copied_batches": s.CopiedBatches.Load(), "copy_conflicts": s.CopyConflicts.Load(),
+		"batch_p50_ms": ms(s.BatchDurations.Quantile(0.5)),
 		"batch_p99_ms": ms(s.BatchDurations.Quantile(0.99)), "batch_max_ms": ms(s.BatchDurations.Max()),
 	}).Info("stopped")
 	return err
