@@ -86,10 +86,33 @@ type Sink interface {
 	StoredOffsets(ctx context.Context, group string) (map[TopicPartition]int64, error)
 }
 
+// StalledSession is a database session that a worker ended because its
+// batch transaction had waited on its client, with no progress, for a
+// long time: a frozen worker's.
+type StalledSession struct {
+	PID             int32
+	ApplicationName string
+	ClientAddr      string
+	Since           time.Time // when its statement began
+	Bytes           int64     // how much of its data had arrived
+}
+
+// Reaper is a Sink that can end the sessions of frozen workers that hold
+// the locks of partitions (store.Store.ReapStalledCopies). A worker calls
+// it every ReapInterval.
+type Reaper interface {
+	ReapStalledCopies(ctx context.Context) ([]StalledSession, error)
+}
+
+// ReapInterval is how often a worker looks for frozen workers' sessions.
+const ReapInterval = 3 * time.Second
+
 // Stats counts a worker's work since it started. Safe for concurrent use.
 type Stats struct {
 	Messages, Events, Duplicates, DeadLetters, Batches atomic.Int64
 	Fenced, Retries, Rebalances, Incidents             atomic.Int64
+	// Reaped counts frozen workers' sessions this worker ended.
+	Reaped atomic.Int64
 	// CopiedBatches counts batches whose events went in by COPY, and
 	// CopyConflicts the COPYs that met a stored event_id (Applied).
 	CopiedBatches, CopyConflicts atomic.Int64
@@ -234,6 +257,12 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	h := &handler{w: w, client: client, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
 	g, gctx := errgroup.WithContext(ctx)
+	if r, ok := w.sink.(Reaper); ok {
+		g.Go(func() error {
+			w.reap(gctx, log, r)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		bo := w.backoff()
 		for gctx.Err() == nil {
@@ -260,6 +289,32 @@ func (w *Worker) Run(ctx context.Context) error {
 		})
 	}
 	return ignoreCanceled(ctx, g.Wait())
+}
+
+// reap ends, every ReapInterval until ctx ends, the sessions of workers
+// that froze in the middle of a batch: they hold their partitions' locks
+// and would keep the partitions' new owners from claiming them.
+func (w *Worker) reap(ctx context.Context, log logrus.FieldLogger, r Reaper) {
+	t := time.NewTicker(ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ended, err := r.ReapStalledCopies(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.WithError(err).Debug("look for frozen workers' sessions")
+		}
+		for _, s := range ended {
+			w.stats.Reaped.Add(1)
+			log.WithFields(logrus.Fields{
+				"pid": s.PID, "application_name": s.ApplicationName, "client_addr": s.ClientAddr,
+				"since": s.Since.UTC().Format(time.RFC3339Nano), "bytes": s.Bytes,
+			}).Warn("ended a database session whose batch had waited on its worker with no progress (a frozen worker); its transaction rolls back")
+		}
+	}
 }
 
 func ignoreCanceled(ctx context.Context, err error) error {

@@ -20,3 +20,6 @@ var (
 	AppendEventsCopy = appendEventsCopy
 	CopySize         = copySize
 )
+
+// CopyEventsSQL is the batch COPY statement.
+const CopyEventsSQL = copyEventsSQL

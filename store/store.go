@@ -26,6 +26,8 @@ type Store struct {
 	dups dupState
 	// slots holds a token per batch transaction in flight (Parallelism).
 	slots chan struct{}
+	// copies: the batch COPYs seen waiting on their client (stalled.go).
+	copies copyWatch
 }
 
 // Config says how to reach PostgreSQL.
@@ -36,6 +38,10 @@ type Config struct {
 	// once, each on a connection of its own. More than the server's cores
 	// mostly adds contention. Default DefaultParallelism.
 	Parallelism int
+	// StalledCopyAfter is how long a batch COPY may wait on its client
+	// with no progress before ReapStalledCopies ends its session. Default
+	// DefaultStalledCopyAfter.
+	StalledCopyAfter time.Duration
 	// MaxConns caps the pool; each partition applies on its own
 	// connection. Default 10.
 	MaxConns int32
@@ -81,7 +87,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if par <= 0 {
 		par = DefaultParallelism
 	}
-	return &Store{pool: pool, q: dbsqlc.New(), slots: make(chan struct{}, par)}, nil
+	stall := cfg.StalledCopyAfter
+	if stall <= 0 {
+		stall = DefaultStalledCopyAfter
+	}
+	return &Store{pool: pool, q: dbsqlc.New(), slots: make(chan struct{}, par), copies: copyWatch{after: stall}}, nil
 }
 
 // Pool returns the underlying pool, for tests and tools.
