@@ -179,7 +179,6 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	// fetches mostly cost memory: measured, 1 MiB doubled the peak heap.
 	sc.ChannelBufferSize = 256
 	sc.Consumer.Fetch.Default = 256 << 10
-
 	// A short fetch wait lets an idle claim, and the whole worker on
 	// shutdown, answer within 100 ms.
 	sc.Consumer.MaxWaitTime = 100 * time.Millisecond

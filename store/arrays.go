@@ -100,8 +100,7 @@ func (encodeStrings) Encode(value any, buf []byte) ([]byte, error) {
 	}
 	buf = appendArrayHeader(buf, len(v), false, pgtype.TextOID)
 	for _, s := range v {
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(s)))
-		buf = append(buf, s...)
+		buf = appendText(buf, s)
 	}
 	return buf, nil
 }
@@ -205,9 +204,7 @@ func (e encodeTimestamptzs) Encode(value any, buf []byte) ([]byte, error) {
 			buf = binary.BigEndian.AppendUint32(buf, nullLength)
 			continue
 		}
-		buf = binary.BigEndian.AppendUint32(buf, 8)
-		// Whole microseconds: pgx truncates the same way.
-		buf = binary.BigEndian.AppendUint64(buf, uint64(t.Time.Unix()*1_000_000+int64(t.Time.Nanosecond()/1000)-pgEpochMicros))
+		buf = appendTimestamptz(buf, t.Time)
 	}
 	return buf, nil
 }

@@ -10,16 +10,12 @@ import (
 
 // copyEventsSQL streams a batch's events into workflow_events in
 // PostgreSQL's binary COPY format, written by appendEventsCopy. The
-// column list and appendEventRow must agree; TestCopyEventsColumns checks
-// them against the catalog.
+// column list and appendEventRow must agree; TestCopyStoresWhatTheInsertStores
+// checks every column against what the insert stores.
 const copyEventsSQL = `COPY workflow_events (event_id, workflow_run_id, workflow_id, event_type, source, occurred_at, attempt, step_id, topic, partition, "offset", payload) FROM STDIN WITH (FORMAT binary)`
 
 // copyEventsColumns is the number of columns of copyEventsSQL.
 const copyEventsColumns = 12
-
-// pgEpochMicros is the zero of PostgreSQL's binary timestamps,
-// 2000-01-01T00:00:00Z, in Unix microseconds.
-var pgEpochMicros = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
 
 // copyHeader starts a binary COPY stream: the signature, no flags, no
 // header extension.
@@ -60,10 +56,7 @@ func appendEventRow(buf []byte, topic string, partition int32, r *projector.Reco
 	buf = appendText(buf, e.WorkflowID)
 	buf = appendText(buf, e.EventType)
 	buf = appendText(buf, e.Source)
-	buf = binary.BigEndian.AppendUint32(buf, 8)
-	// Timestamps are whole microseconds (Decode truncates them). Not
-	// Time.Sub: a Duration ends 292 years from 2000.
-	buf = binary.BigEndian.AppendUint64(buf, uint64(e.Timestamp.UnixMicro()-pgEpochMicros))
+	buf = appendTimestamptz(buf, e.Timestamp)
 	buf = binary.BigEndian.AppendUint32(buf, 4)
 	buf = binary.BigEndian.AppendUint32(buf, uint32(e.Attempt))
 	if e.StepID == "" {
@@ -82,7 +75,23 @@ func appendEventRow(buf []byte, topic string, partition int32, r *projector.Reco
 	return append(buf, e.Payload...)
 }
 
+// The binary forms the COPY stream and the array encoders (arrays.go)
+// share: a field's length, then its bytes.
+
+// appendText writes a text value.
 func appendText(buf []byte, s string) []byte {
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(s)))
 	return append(buf, s...)
+}
+
+// pgEpochMicros is the zero of PostgreSQL's binary timestamps,
+// 2000-01-01T00:00:00Z, in Unix microseconds.
+var pgEpochMicros = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
+
+// appendTimestamptz writes a timestamp, truncated to whole microseconds
+// as pgx and PostgreSQL do. Not Time.Sub: a Duration ends 292 years from
+// 2000.
+func appendTimestamptz(buf []byte, t time.Time) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, 8)
+	return binary.BigEndian.AppendUint64(buf, uint64(t.UnixMicro()-pgEpochMicros))
 }

@@ -314,9 +314,6 @@ func backlogOnce(ctx context.Context, o options, msgs []projector.Message) (back
 	if stored != len(msgs) {
 		return res, fmt.Errorf("projector stored %d events of %d", stored, len(msgs))
 	}
-	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
-		return res, err
-	}
 	copyAfter, err := copyBaseline(ctx, conn, msgs)
 	if err != nil {
 		return res, err
