@@ -13,6 +13,24 @@ import (
 // moved the offset. The batch was rolled back and the claim must end.
 var ErrFenced = errors.New("fenced: the partition's stored offset or lease moved")
 
+// SchemaError means PostgreSQL answered that something the program needs
+// is not there: a table dropped or renamed under a running worker, a
+// column or function missing. Retrying cannot mend it until someone
+// restores the schema (projector migrate up), so the worker retries it
+// loudly: an error line naming Relation, /readyz unready at once, and
+// projector_schema_errors_total.
+type SchemaError struct {
+	// Relation names what is missing, as PostgreSQL said it.
+	Relation string
+	Err      error
+}
+
+func (e *SchemaError) Error() string {
+	return "the database schema is broken (" + e.Relation + " is missing; run projector migrate up, or restore it): " + e.Err.Error()
+}
+
+func (e *SchemaError) Unwrap() error { return e.Err }
+
 // Lease is one consumer session's claim on a partition, as stored in
 // consumer_offsets. NextOffset is where this owner expects the stored
 // offset to be; Epoch is the lease epoch it took.

@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,11 @@ func (w *Worker) RetryingSince() time.Time {
 	return time.Time{}
 }
 
+// SchemaError returns the broken schema the worker is retrying against
+// (a table dropped or renamed under it), nil when its latest retries, if
+// any, were not for that. It stays set until the worker makes progress.
+func (w *Worker) SchemaError() *SchemaError { return w.mon.schema.Load() }
+
 // hwmWriteTimeout bounds a high watermark write, so that a database that
 // hangs delays a claim's loop by at most this much; the last write, as the
 // claim ends, gets hwmFinalTimeout.
@@ -82,6 +88,9 @@ type monitor struct {
 	// retryingSince is the start of the current retry streak in Unix
 	// nanoseconds, 0 when none.
 	retryingSince atomic.Int64
+	// schema is the latest SchemaError of the current retry streak, nil
+	// when none.
+	schema atomic.Pointer[SchemaError]
 }
 
 func newMonitor(cfg Config, sink Sink) *monitor {
@@ -95,7 +104,10 @@ func newMonitor(cfg Config, sink Sink) *monitor {
 	return m
 }
 
-func (m *monitor) progress() { m.retryingSince.Store(0) }
+func (m *monitor) progress() {
+	m.retryingSince.Store(0)
+	m.schema.Store(nil)
+}
 
 func (m *monitor) rebalanced() {
 	m.progress()
@@ -106,6 +118,9 @@ func (m *monitor) rebalanced() {
 
 func (m *monitor) retried(what string, err error) {
 	m.retryingSince.CompareAndSwap(0, time.Now().UnixNano())
+	if se := (*SchemaError)(nil); errors.As(err, &se) {
+		m.schema.Store(se)
+	}
 	if m.obs != nil {
 		m.obs.Retried(what, err)
 	}
@@ -299,6 +314,7 @@ type Metrics struct {
 	incidents   *prometheus.CounterVec
 	inserts     *prometheus.CounterVec
 	conflicts   prometheus.Counter
+	schema      *prometheus.CounterVec
 
 	lag, hwm, next, claimed *prometheus.Desc
 
@@ -383,6 +399,10 @@ func NewMetrics() *Metrics {
 			Name: "projector_copy_conflicts_total",
 			Help: "Batches whose COPY met an event_id already stored and were applied again with insert_skip_stored; the partition stays on that way until a batch finds no stored event_id.",
 		}),
+		schema: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "projector_schema_errors_total",
+			Help: "Failed attempts because something of the database schema is missing (a table dropped or renamed under the worker), by the relation PostgreSQL named; retried until it is restored.",
+		}, []string{"relation"}),
 		lag: prometheus.NewDesc("projector_partition_lag",
 			"Messages of a claimed partition not yet applied: its high watermark as of the latest fetch minus its stored next_offset.",
 			[]string{"topic", "partition"}, nil),
@@ -410,7 +430,7 @@ func NewMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.messages, m.events, m.duplicates, m.deadLetters, m.batchSize,
-		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents, m.inserts, m.conflicts}
+		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents, m.inserts, m.conflicts, m.schema}
 }
 
 // Describe implements prometheus.Collector.
@@ -501,7 +521,12 @@ func (m *Metrics) BatchApplied(b *Batch, res Applied, took time.Duration) {
 func (m *Metrics) Fenced() { m.fenced.Inc() }
 
 // Retried implements Observer.
-func (m *Metrics) Retried(what string, _ error) { m.retries.WithLabelValues(what).Inc() }
+func (m *Metrics) Retried(what string, err error) {
+	m.retries.WithLabelValues(what).Inc()
+	if se := (*SchemaError)(nil); errors.As(err, &se) {
+		m.schema.WithLabelValues(se.Relation).Inc()
+	}
+}
 
 // Incident implements Observer.
 func (m *Metrics) Incident(_ TopicPartition, inc Incident) {

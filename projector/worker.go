@@ -185,26 +185,6 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	return sc
 }
 
-func (w *Worker) backoff() *backoff.ExponentialBackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = w.cfg.RetryMin
-	b.MaxInterval = w.cfg.RetryMax
-	return b
-}
-
-// retry runs op until it succeeds, returns a permanent error, or ctx ends;
-// failures are logged and retried with capped exponential backoff.
-func retry[T any](ctx context.Context, w *Worker, log logrus.FieldLogger, what string, op func() (T, error)) (T, error) {
-	return backoff.Retry(ctx, op,
-		backoff.WithBackOff(w.backoff()),
-		backoff.WithMaxElapsedTime(0),
-		backoff.WithNotify(func(err error, next time.Duration) {
-			w.stats.Retries.Add(1)
-			w.mon.retried(what, err)
-			log.WithError(err).WithField("retry_in", next.Round(time.Millisecond).String()).Warn(what + " failed; retrying")
-		}))
-}
-
 // Run consumes until ctx ends (then it returns nil), or, with
 // UntilCaughtUp, until every partition's stored offset has reached its high
 // watermark. Transient failures of the broker or PostgreSQL are retried.
@@ -271,9 +251,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				return nil
 			case err != nil && gctx.Err() == nil:
 				next := bo.NextBackOff()
-				w.stats.Retries.Add(1)
-				w.mon.retried("consumer group session", err)
-				log.WithError(err).WithField("retry_in", next.String()).Warn("consumer group session failed; rejoining")
+				w.retried(log, "consumer group session", err, next)
 				sleep(gctx, next)
 			default:
 				bo.Reset()

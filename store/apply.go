@@ -10,7 +10,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -58,10 +57,7 @@ func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applie
 		s.dups.set(tp, stored > 0)
 	}
 	res.CopyConflicts = conflicts
-	if IsDataError(err) {
-		err = fmt.Errorf("%w: %w", projector.ErrRejected, err)
-	}
-	if err != nil {
+	if err = classify(err); err != nil {
 		return projector.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
 	}
 	return res, nil
@@ -231,8 +227,7 @@ func copyEvents(ctx context.Context, conn *pgconn.PgConn, w *work) error {
 		// goroutine still reads the buffer: leave it to the GC.
 		w.copyBuf = nil
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == "workflow_events" {
+	if isStoredDuplicate(err) {
 		return fmt.Errorf("%w: %w", errStoredDuplicate, err)
 	}
 	if err != nil {

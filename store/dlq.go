@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgerrcode"
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
@@ -342,9 +342,7 @@ func (s *Store) replayPartition(ctx context.Context, rows []dbsqlc.DeadLetter) (
 		return outs, nil
 	}
 	d := rows[0]
-	var pgErr *pgconn.PgError
-	errors.As(err, &pgErr)
-	msg := "postgresql refused it: " + pgErr.Message
+	msg := "postgresql refused it: " + refusal(err)
 	if err := s.withTx(ctx, func(tx pgx.Tx) error {
 		return s.q.UpdateDeadLetters(ctx, tx, dbsqlc.UpdateDeadLettersParams{
 			Ids: []int64{d.ID}, Reasons: []string{projector.ReasonUnstorable}, Errors: []string{msg},
@@ -417,19 +415,12 @@ func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter) ([]Repla
 // it fails with a deadlock or a serialization failure: PostgreSQL chose
 // it as the victim of a conflict with a concurrent transaction.
 func retryConflicts(ctx context.Context, op func() error) error {
-	delay := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := op()
-		var pgErr *pgconn.PgError
-		if attempt == 5 || !errors.As(err, &pgErr) ||
-			(pgErr.Code != pgerrcode.DeadlockDetected && pgErr.Code != pgerrcode.SerializationFailure) {
-			return err
+		if err != nil && !isConflict(err) {
+			return struct{}{}, backoff.Permanent(err)
 		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay *= 2
-	}
+		return struct{}{}, err
+	}, backoff.WithBackOff(projector.NewBackOff(50*time.Millisecond, time.Second)), backoff.WithMaxTries(5))
+	return err
 }

@@ -2,21 +2,37 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/projector-run/projector/projector"
 )
+
+// This file is the one place that reads PostgreSQL's error codes: every
+// other part of the program asks these functions, or meets the sentinel
+// errors of package projector that Apply wraps around them.
 
 // ErrNotMigrated means the database schema is older than the binary.
 var ErrNotMigrated = errors.New("database not migrated")
+
+func pgError(err error) *pgconn.PgError {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr
+	}
+	return nil
+}
 
 // IsDataError reports whether PostgreSQL refused the data itself (a data
 // exception, an integrity violation, a program limit such as nesting
 // depth): retrying the same rows fails the same way, so the rows are to
 // blame, not the connection.
 func IsDataError(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
+	pgErr := pgError(err)
+	if pgErr == nil {
 		return false
 	}
 	return pgerrcode.IsDataException(pgErr.Code) ||
@@ -25,17 +41,86 @@ func IsDataError(err error) bool {
 }
 
 // IsSchemaError reports whether the error says the schema is not what the
-// binary expects (a missing table or column): retrying cannot help.
+// binary expects (a missing table, column or function): retrying cannot
+// help until someone restores it.
 func IsSchemaError(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
+	pgErr := pgError(err)
+	if pgErr == nil {
 		return false
 	}
 	switch pgErr.Code {
-	case pgerrcode.UndefinedTable, pgerrcode.UndefinedColumn, pgerrcode.UndefinedFunction:
+	case pgerrcode.UndefinedTable, pgerrcode.UndefinedColumn, pgerrcode.UndefinedFunction,
+		pgerrcode.UndefinedObject, pgerrcode.InvalidSchemaName:
 		return true
 	}
 	return false
+}
+
+// isConflict reports whether PostgreSQL chose the transaction as the
+// victim of a conflict with a concurrent one (a deadlock, a serialization
+// failure): the same transaction may well pass when run again.
+func isConflict(err error) bool {
+	pgErr := pgError(err)
+	return pgErr != nil && (pgErr.Code == pgerrcode.DeadlockDetected || pgErr.Code == pgerrcode.SerializationFailure)
+}
+
+// isStoredDuplicate reports whether err is a COPY into workflow_events
+// that met an event_id already stored.
+func isStoredDuplicate(err error) bool {
+	pgErr := pgError(err)
+	return pgErr != nil && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == "workflow_events"
+}
+
+// isLockTimeout reports whether a statement gave up waiting for a lock
+// (lock_timeout).
+func isLockTimeout(err error) bool {
+	pgErr := pgError(err)
+	return pgErr != nil && pgErr.Code == pgerrcode.LockNotAvailable
+}
+
+// refusal is PostgreSQL's own message for an error, without the context
+// the program wrapped around it, for the error text of a dead letter.
+func refusal(err error) string {
+	if pgErr := pgError(err); pgErr != nil {
+		return pgErr.Message
+	}
+	return err.Error()
+}
+
+// classify wraps err with the sentinel of package projector that tells
+// the worker what to do with it: ErrRejected (the rows are to blame: split
+// the batch) or ErrSchema (the schema is broken: retry, loudly). Other
+// errors are returned as they are, and retried as transient.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case IsDataError(err):
+		return fmt.Errorf("%w: %w", projector.ErrRejected, err)
+	case IsSchemaError(err):
+		return &projector.SchemaError{Relation: missingRelation(err), Err: err}
+	}
+	return err
+}
+
+// relationName finds the name PostgreSQL quotes in an undefined-object
+// message: `relation "workflow_runs" does not exist`, `column "x" of
+// relation "y" does not exist`, `function f(text) does not exist`.
+var relationName = regexp.MustCompile(`(?:relation|column|function|type|schema) "?([^"\s]+(?:\([^)]*\))?)"? does not exist`)
+
+// missingRelation names what an undefined-object error says is missing.
+func missingRelation(err error) string {
+	pgErr := pgError(err)
+	if pgErr == nil {
+		return ""
+	}
+	if pgErr.TableName != "" {
+		return pgErr.TableName
+	}
+	if m := relationName.FindStringSubmatch(pgErr.Message); m != nil {
+		return m[1]
+	}
+	return pgErr.Message
 }
 
 // IsNotMigrated reports whether err says the schema is behind the binary.

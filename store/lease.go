@@ -19,7 +19,7 @@ func (s *Store) Claim(ctx context.Context, group, topic string, partition int32,
 		GroupID: group, Topic: topic, Partition: partition, InitialOffset: initialOffset, Owner: owner,
 	})
 	if err != nil {
-		return projector.Lease{}, fmt.Errorf("claim %s/%d: %w", topic, partition, err)
+		return projector.Lease{}, fmt.Errorf("claim %s/%d: %w", topic, partition, classify(err))
 	}
 	return projector.Lease{Group: group, Topic: topic, Partition: partition, Epoch: row.LeaseEpoch, NextOffset: row.NextOffset}, nil
 }
@@ -58,7 +58,7 @@ func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc
 		})
 	})
 	if err != nil {
-		return l, fmt.Errorf("reposition %s/%d to %d: %w", l.Topic, l.Partition, to, err)
+		return l, fmt.Errorf("reposition %s/%d to %d: %w", l.Topic, l.Partition, to, classify(err))
 	}
 	l.NextOffset = to
 	return l, nil
@@ -69,7 +69,7 @@ func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc
 func (s *Store) StoredOffsets(ctx context.Context, group string) (map[projector.TopicPartition]int64, error) {
 	rows, err := s.q.ListOffsets(ctx, s.pool, group)
 	if err != nil {
-		return nil, fmt.Errorf("list offsets of group %s: %w", group, err)
+		return nil, fmt.Errorf("list offsets of group %s: %w", group, classify(err))
 	}
 	out := make(map[projector.TopicPartition]int64, len(rows))
 	for _, r := range rows {
@@ -86,7 +86,7 @@ func (s *Store) CheckLease(ctx context.Context, l projector.Lease) error {
 		return fmt.Errorf("%w: the stored offset row of %s/%d is gone", projector.ErrFenced, l.Topic, l.Partition)
 	}
 	if err != nil {
-		return fmt.Errorf("check lease of %s/%d: %w", l.Topic, l.Partition, err)
+		return fmt.Errorf("check lease of %s/%d: %w", l.Topic, l.Partition, classify(err))
 	}
 	return fence(cur.NextOffset, cur.LeaseEpoch, l)
 }

@@ -29,7 +29,7 @@ func (s *Store) RecordHighWatermark(ctx context.Context, l projector.Lease, hwm 
 		HighWatermark: hwm, AppliedAgoMs: ago,
 	})
 	if err != nil {
-		return fmt.Errorf("record high watermark of %s/%d: %w", l.Topic, l.Partition, err)
+		return fmt.Errorf("record high watermark of %s/%d: %w", l.Topic, l.Partition, classify(err))
 	}
 	return nil
 }

@@ -11,9 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
@@ -378,8 +376,7 @@ func (s *Store) reprocessTx(ctx context.Context, dryRun bool, fn func(tx pgx.Tx)
 		}
 		return fn(tx)
 	})
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
+	if isLockTimeout(err) {
 		return ErrLockTimeout
 	}
 	return err

@@ -158,10 +158,14 @@ func pingBrokers(brokers, topics []string, sc *sarama.Config) error {
 	return fmt.Errorf("unreachable: %w", errors.Join(errs...))
 }
 
-// workerCheck fails while the worker has been retrying transient failures
-// for longer than limit without progress.
+// workerCheck fails at once while the worker retries against a broken
+// schema, and while it has been retrying other transient failures for
+// longer than limit without progress.
 func workerCheck(w *projector.Worker, limit time.Duration) readyCheck {
 	return readyCheck{"worker", func(context.Context) error {
+		if se := w.SchemaError(); se != nil {
+			return se
+		}
 		since := w.RetryingSince()
 		if since.IsZero() {
 			return nil

@@ -1,0 +1,54 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/sirupsen/logrus"
+)
+
+// NewBackOff is the program's one retry policy: exponential backoff from
+// min to at most max between attempts, randomized by half either way so
+// that workers that failed together do not retry together. Everything that
+// retries (the worker, the store's conflict retries, the commands waiting
+// for PostgreSQL) takes its backoff from here.
+func NewBackOff(min, max time.Duration) *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = min
+	b.MaxInterval = max
+	b.RandomizationFactor = 0.5
+	b.Multiplier = 2
+	return b
+}
+
+func (w *Worker) backoff() *backoff.ExponentialBackOff {
+	return NewBackOff(w.cfg.RetryMin, w.cfg.RetryMax)
+}
+
+// retry runs op until it succeeds, returns a permanent error, or ctx ends;
+// failures are logged and retried with capped exponential backoff. A
+// broken schema (SchemaError) is logged at error level with the missing
+// relation, and makes the worker unready until the next sign of progress.
+func retry[T any](ctx context.Context, w *Worker, log logrus.FieldLogger, what string, op func() (T, error)) (T, error) {
+	return backoff.Retry(ctx, op,
+		backoff.WithBackOff(w.backoff()),
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			w.retried(log, what, err, next)
+		}))
+}
+
+// retried counts, reports and logs one failed attempt of what, retried in
+// next.
+func (w *Worker) retried(log logrus.FieldLogger, what string, err error, next time.Duration) {
+	w.stats.Retries.Add(1)
+	w.mon.retried(what, err)
+	l := log.WithError(err).WithField("retry_in", next.Round(time.Millisecond).String())
+	if se := (*SchemaError)(nil); errors.As(err, &se) {
+		l.WithField("relation", se.Relation).Error(what + " failed: the database schema is broken; retrying until it is restored")
+		return
+	}
+	l.Warn(what + " failed; retrying")
+}
