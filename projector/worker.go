@@ -116,9 +116,6 @@ type Stats struct {
 	// CopiedBatches counts batches whose events went in by COPY, and
 	// CopyConflicts the COPYs that met a stored event_id (Applied).
 	CopiedBatches, CopyConflicts atomic.Int64
-	// BatchDurations times each committed batch transaction, retries
-	// included.
-	BatchDurations Histogram
 }
 
 // Worker consumes the topics with a Kafka consumer group and applies them
@@ -673,7 +670,6 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) e
 		return err
 	}
 	w.stats.Batches.Add(1)
-	w.stats.BatchDurations.Observe(time.Since(start))
 	w.stats.Messages.Add(int64(b.Len()))
 	w.stats.Events.Add(int64(res.Events))
 	w.stats.Duplicates.Add(int64(res.Duplicates))

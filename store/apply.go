@@ -120,11 +120,12 @@ func (w *work) release() {
 // merge, the dead letters and the offset; then COMMIT.
 func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stored int, err error) {
 	b, l := w.b, w.b.Lease
-	start := time.Now()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return res, 0, fmt.Errorf("acquire connection: %w", err)
 	}
+	start := time.Now() // Applied.Took: from BEGIN, not from waiting for a connection
+
 	// A connection released inside a transaction is closed by the pool,
 	// which aborts the transaction: whatever fails below, nothing commits.
 	defer conn.Release()

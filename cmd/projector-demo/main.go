@@ -17,6 +17,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/projector-run/projector/cmd/internal/progress"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/projector-run/projector/projector"
@@ -117,22 +119,25 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	start = time.Now()
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	tick := time.NewTicker(500 * time.Millisecond)
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	total := int64(len(wl.Messages))
-	pr := newProgress(out)
+	s := w.Stats()
+	counts := func() string {
+		return fmt.Sprintf("%d events  %d duplicates  %d dead letters", s.Events.Load(), s.Duplicates.Load(), s.DeadLetters.Load())
+	}
+	pr := progress.New(out, "consume", "messages", int64(len(wl.Messages)), func(done, total int64) {
+		fmt.Fprintf(out, "consume   %d/%d messages  %s  %.0f msg/s\n", done, total, counts(), float64(done)/time.Since(start).Seconds())
+	})
 	for running := true; running; {
 		select {
 		case err = <-done:
 			running = false
 		case <-tick.C:
 		}
-		s := w.Stats()
-		n := s.Messages.Load()
-		el := time.Since(start).Seconds()
-		pr.print(!running, "consume   %s %5.1f%%  %d/%d messages  %d events  %d duplicates  %d dead letters  %.0f msg/s",
-			bar(n, total, 30), 100*float64(n)/float64(total), n, total, s.Events.Load(), s.Duplicates.Load(), s.DeadLetters.Load(), float64(n)/el)
+		pr.Describe("consume  " + counts())
+		pr.Set(s.Messages.Load(), int64(len(wl.Messages)))
 	}
+	pr.Finish()
 	if err != nil {
 		return err
 	}
@@ -140,7 +145,6 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 		return errors.New("interrupted")
 	}
 	elapsed := time.Since(start)
-	s := w.Stats()
 	fmt.Fprintf(out, "caught up in %s: %.0f events/s applied, %.0f messages/s consumed\n",
 		elapsed.Round(time.Millisecond), float64(s.Events.Load())/elapsed.Seconds(), float64(s.Messages.Load())/elapsed.Seconds())
 	fmt.Fprintf(out, "batches: %d, %d of them by COPY; %d COPYs met an event_id already stored and were applied again skipping it\n\n",
@@ -155,52 +159,17 @@ func produce(ctx context.Context, out io.Writer, brokers []string, msgs []projec
 	}
 	defer p.Close()
 	const chunk = 5000
-	pr := newProgress(out)
+	pr := progress.New(out, "produce", "messages", int64(len(msgs)), func(done, total int64) {
+		fmt.Fprintf(out, "produce   %d/%d messages\n", done, total)
+	})
 	for i := 0; i < len(msgs); i += chunk {
 		if err := p.Produce(ctx, msgs[i:min(i+chunk, len(msgs))]); err != nil {
 			return err
 		}
-		n := min(i+chunk, len(msgs))
-		pr.print(n == len(msgs), "produce   %s %5.1f%%  %d/%d messages", bar(int64(n), int64(len(msgs)), 30),
-			100*float64(n)/float64(len(msgs)), n, len(msgs))
+		pr.Set(int64(min(i+chunk, len(msgs))), int64(len(msgs)))
 	}
+	pr.Finish()
 	return nil
-}
-
-// progress prints a progress line: redrawn in place on a terminal, one
-// line every few seconds otherwise (CI logs, pipes).
-type progress struct {
-	out      io.Writer
-	terminal bool
-	last     time.Time
-}
-
-func newProgress(out io.Writer) *progress {
-	p := &progress{out: out}
-	if f, ok := out.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			p.terminal = true
-		}
-	}
-	return p
-}
-
-func (p *progress) print(final bool, format string, args ...any) {
-	switch {
-	case p.terminal:
-		fmt.Fprintf(p.out, "\r"+format+"   ", args...)
-		if final {
-			fmt.Fprintln(p.out)
-		}
-	case final || time.Since(p.last) >= 2*time.Second:
-		fmt.Fprintf(p.out, format+"\n", args...)
-		p.last = time.Now()
-	}
-}
-
-func bar(n, total int64, width int) string {
-	full := int(int64(width) * n / max(total, 1))
-	return "[" + strings.Repeat("#", full) + strings.Repeat(".", width-full) + "]"
 }
 
 // summary prints what SQL users now see.

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v3"
-	"golang.org/x/term"
 
 	"github.com/projector-run/projector/store"
 )
@@ -70,13 +67,6 @@ func noArgs(cmd *cli.Command) error {
 		return usagef("unexpected argument %q", cmd.Args().First())
 	}
 	return nil
-}
-
-// isTerminal reports whether w is a terminal, where progress is drawn as
-// a bar rather than logged.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // plural returns "1 event", "2 events".

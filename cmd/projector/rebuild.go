@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/projector-run/projector/cmd/internal/progress"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 
@@ -40,9 +39,16 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	defer st.Close()
 
 	start := time.Now()
-	progress, finish := a.rebuildProgress(a.log.Out)
-	res, err := st.Rebuild(ctx, store.RebuildOptions{DryRun: dryRun, Samples: 5, Progress: progress})
-	finish()
+	var bar *progress.Bar
+	res, err := st.Rebuild(ctx, store.RebuildOptions{DryRun: dryRun, Samples: 5, Progress: func(done, total int64) {
+		if bar == nil {
+			bar = progress.New(a.log.Out, "rebuild", "events", total, a.logProgress("rebuild progress"))
+		}
+		bar.Set(done, total)
+	}})
+	if bar != nil {
+		bar.Finish()
+	}
 	if err != nil {
 		return err
 	}
@@ -64,32 +70,11 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	return nil
 }
 
-// rebuildProgress draws a progress bar on a terminal, and otherwise logs
-// a line every few seconds.
-func (a *app) rebuildProgress(out io.Writer) (progress func(done, total int64), finish func()) {
-	if isTerminal(out) {
-		var bar *progressbar.ProgressBar
-		return func(done, total int64) {
-				if bar == nil {
-					bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(out),
-						progressbar.OptionSetDescription("rebuild"), progressbar.OptionSetItsString("events"),
-						progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetWidth(30),
-						progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-				}
-				_ = bar.Set64(done)
-			}, func() {
-				if bar != nil {
-					_ = bar.Finish()
-				}
-			}
-	}
-	var last time.Time
+// logProgress returns the line function of a progress.Bar that logs msg
+// at info with the counts.
+func (a *app) logProgress(msg string) func(done, total int64) {
 	return func(done, total int64) {
-		if time.Since(last) < 2*time.Second && done < total {
-			return
-		}
-		last = time.Now()
 		a.log.WithFields(logrus.Fields{"events": done, "total": total,
-			"percent": fmt.Sprintf("%.0f", 100*float64(done)/float64(max(total, 1)))}).Info("rebuild progress")
-	}, func() {}
+			"percent": fmt.Sprintf("%.0f", 100*float64(done)/float64(max(total, 1)))}).Info(msg)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
@@ -78,15 +79,14 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	// The HTTP endpoint serves from the start, also while PostgreSQL is
 	// awaited, and stops when the worker does.
 	var ln net.Listener
-	var metrics *projector.Metrics
 	if addr := cmd.String("http-addr"); addr != "" {
 		if ln, err = listenHTTP(addr); err != nil {
 			return err
 		}
 		defer ln.Close()
-		metrics = projector.NewMetrics()
-		cfg.Observer = metrics
 	}
+	metrics := projector.NewMetrics()
+	cfg.Observer = metrics
 	w, err := projector.NewWorker(cfg, st, a.log)
 	if err != nil {
 		return usageError{err}
@@ -110,14 +110,14 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	}
 	g.Go(func() error {
 		defer stopServing()
-		return a.runWorker(gctx, cmd, st, w)
+		return a.runWorker(gctx, cmd, st, w, metrics)
 	})
 	return g.Wait()
 }
 
 // runWorker waits for the database, then runs the worker until ctx ends (or
 // it has caught up, with --until-caught-up) and logs what it did.
-func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *projector.Worker) error {
+func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *projector.Worker, m *projector.Metrics) error {
 	if err := a.checkSchema(ctx, st); err != nil {
 		return err
 	}
@@ -133,16 +133,13 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
-	stopProgress := a.logProgress(ctx, w)
 	err := w.Run(ctx)
-	stopProgress()
 	s := w.Stats()
 	a.log.WithFields(logrus.Fields{
 		"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
 		"messages": s.Messages.Load(), "elapsed": time.Since(start).Round(time.Millisecond).String(),
 		"batches": s.Batches.Load(), "copied_batches": s.CopiedBatches.Load(), "copy_conflicts": s.CopyConflicts.Load(),
-		"batch_p50_ms": ms(s.BatchDurations.Quantile(0.5)),
-		"batch_p99_ms": ms(s.BatchDurations.Quantile(0.99)), "batch_max_ms": ms(s.BatchDurations.Max()),
+		"batch_p50_ms": ms(m.BatchQuantile(0.5)), "batch_p99_ms": ms(m.BatchQuantile(0.99)),
 	}).Info("stopped")
 	return err
 }
@@ -155,53 +152,20 @@ func (a *app) checkSchema(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	defer m.Close()
-	delay := 200 * time.Millisecond
-	for {
+	_, err = backoff.Retry(ctx, func() (struct{}, error) {
 		err := m.CheckCurrent(ctx)
-		if err == nil || ctx.Err() != nil {
-			return nil // current, or stopped (SIGINT, SIGTERM) while checking: exit 0
-		}
 		if store.IsNotMigrated(err) {
-			return usageError{err}
+			return struct{}{}, backoff.Permanent(usageError{err})
 		}
-		a.log.WithError(err).WithField("retry_in", delay.String()).Warn("database not reachable; retrying")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 10*time.Second)
+		return struct{}{}, err
+	}, backoff.WithBackOff(projector.NewBackOff(200*time.Millisecond, 10*time.Second)), backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			a.log.WithError(err).WithField("retry_in", next.Round(time.Millisecond).String()).Warn("database not reachable; retrying")
+		}))
+	if ctx.Err() != nil {
+		return nil // stopped (SIGINT, SIGTERM) while checking: exit 0
 	}
-}
-
-// logProgress logs the worker's counters every 10 seconds while it works.
-func (a *app) logProgress(ctx context.Context, w *projector.Worker) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		var last int64
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			s := w.Stats()
-			n := s.Messages.Load()
-			if n == last {
-				continue
-			}
-			a.log.WithFields(logrus.Fields{
-				"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
-				"messages_per_s": fmt.Sprintf("%.0f", float64(n-last)/10),
-			}).Info("progress")
-			last = n
-		}
-	}()
-	return func() { cancel(); <-done }
+	return err
 }
 
 // sideConns are the connections beside the batch transactions: idle
