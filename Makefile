@@ -7,7 +7,8 @@ BIN := $(CURDIR)/.bin
 SQLC := $(BIN)/sqlc-$(SQLC_VERSION)
 # Short fuzz runs in `make test`; `make fuzz FUZZTIME=10m` for long ones.
 FUZZTIME ?= 10s
-DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+# The demo's and the bench's server; empty: their default, the local one.
+DATABASE_URL ?=
 
 .PHONY: help
 help: ## list the targets
@@ -15,7 +16,7 @@ help: ## list the targets
 
 .PHONY: demo
 demo: ## run the whole pipeline locally: in-process Kafka, generated events, local PostgreSQL
-	$(GO) run ./cmd/projector-demo --database-url '$(DATABASE_URL)'
+	$(GO) run ./cmd/projector-demo $(if $(DATABASE_URL),--database-url '$(DATABASE_URL)')
 
 .PHONY: build
 build: ## build bin/projector
@@ -47,7 +48,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test ./projector -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombine$$' -fuzztime $(FUZZTIME)
 
-BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+BENCH_DATABASE_URL ?= $(DATABASE_URL)
 BENCH_EVENTS ?= 1000000
 BENCH_REPEAT ?= 3
 
@@ -56,8 +57,8 @@ bench: build ## Go benchmarks (decode, batch building, merge, COPY stream, apply
 	$(GO) test ./projector -run '^$$' -bench . -benchmem
 	$(GO) test ./store -run '^$$' -bench CopyStream -benchmem
 	$(GO) test ./store -run '^$$' -bench Apply -benchmem -benchtime 20x
-	$(GO) run ./cmd/projector-bench --projector bin/projector --database-url '$(BENCH_DATABASE_URL)' --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
-	$(GO) run ./cmd/projector-bench --projector bin/projector --database-url '$(BENCH_DATABASE_URL)' --rate 5000 --duration 20s
+	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
+	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --rate 5000 --duration 20s
 
 .PHONY: generate
 generate: $(SQLC) ## regenerate the sqlc code from store/internal/dbsqlc/*.sql

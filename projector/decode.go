@@ -114,14 +114,9 @@ func Decode(value []byte) (Event, error) {
 	return s.event()
 }
 
-// stepType is IsStep for unescaped bytes, without a string conversion.
-func stepType(b []byte) bool {
-	switch string(b) {
-	case TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped:
-		return true
-	}
-	return false
-}
+// stepType is IsStep for unescaped bytes (IsStep is inlined, so the
+// conversion allocates nothing).
+func stepType(b []byte) bool { return IsStep(string(b)) }
 
 // appendStringValue appends the unescaped text of a scanned string value.
 func appendStringValue(dst []byte, sp jsonSpan, data []byte) []byte {

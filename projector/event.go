@@ -3,7 +3,10 @@
 // the store with exactly-once semantics.
 package projector
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Known event types (contract §2).
 const (
@@ -17,6 +20,16 @@ const (
 	TypeStepFailed    = "step.failed"
 	TypeStepSkipped   = "step.skipped"
 )
+
+// KnownEventTypes lists the known event types, in the contract's order:
+// the one list that metrics, docs and tests take them from.
+var KnownEventTypes = []string{
+	TypeRunQueued, TypeRunStarted, TypeRunSucceeded, TypeRunFailed, TypeRunCancelled,
+	TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped,
+}
+
+// IsKnown reports whether eventType is one of KnownEventTypes.
+func IsKnown(eventType string) bool { return slices.Contains(KnownEventTypes, eventType) }
 
 // Run statuses (contract §3).
 const (
@@ -66,11 +79,7 @@ func TerminalStatus(eventType string) (string, bool) {
 // SignalsRunning reports whether an event type is a sign that its attempt
 // is running: run.started or any known step.* type.
 func SignalsRunning(eventType string) bool {
-	switch eventType {
-	case TypeRunStarted, TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped:
-		return true
-	}
-	return false
+	return eventType == TypeRunStarted || IsStep(eventType)
 }
 
 // IsStep reports whether the type is one of the known step.* types, which

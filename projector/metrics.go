@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -155,8 +156,10 @@ func (m *monitor) batchApplied(b *Batch, res Applied, took time.Duration) {
 }
 
 // startClaim registers a claim that starts at lease.NextOffset and stores
-// its high watermark at once. The claim's goroutine then calls progressed
-// after each commit and idle lease check, and end when it returns.
+// its high watermark at once. Then progressed is called after each commit
+// (by the claim's applier goroutine) and each idle lease check (by the
+// claim's goroutine, only while no batch is in flight), and end when the
+// claim returns, after its applier stopped.
 func (m *monitor) startClaim(ctx context.Context, lease Lease, hwm func() int64, log logrus.FieldLogger) *claimWatch {
 	tp := TopicPartition{lease.Topic, lease.Partition}
 	c := &claimWatch{m: m, tp: tp, lease: lease, hwm: hwm, log: log, loggedAt: time.Now()}
@@ -172,8 +175,10 @@ func (m *monitor) startClaim(ctx context.Context, lease Lease, hwm func() int64,
 }
 
 // claimWatch follows one claim. Its fields other than sum and appliedAt
-// belong to the claim's goroutine; those two are guarded by the monitor's
-// mutex.
+// belong to whichever of the claim's two goroutines holds the claim's one
+// batch slot: the applier while a batch is in flight, the claim's
+// goroutine otherwise (the hand-over on the applier's channels orders
+// their accesses). sum and appliedAt are guarded by the monitor's mutex.
 type claimWatch struct {
 	m     *monitor
 	tp    TopicPartition
@@ -337,11 +342,6 @@ const (
 	labelUnattributed = "unattributed"
 )
 
-var knownEventTypes = []string{
-	TypeRunQueued, TypeRunStarted, TypeRunSucceeded, TypeRunFailed, TypeRunCancelled,
-	TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped,
-}
-
 var knownReasons = []string{
 	ReasonTooLarge, ReasonInvalidJSON, ReasonNotObject, ReasonMissingField,
 	ReasonInvalidField, ReasonUnsupportedSchemaVersion, ReasonUnstorable,
@@ -419,7 +419,7 @@ func NewMetrics() *Metrics {
 			"Partitions this worker holds now.", nil, nil),
 		claims: map[TopicPartition]*claimGauge{},
 	}
-	for _, t := range append(knownEventTypes, labelOther) {
+	for _, t := range append(slices.Clone(KnownEventTypes), labelOther) {
 		m.events.WithLabelValues(t)
 	}
 	for _, r := range knownReasons {
@@ -606,9 +606,7 @@ func countEventTypes(b *Batch, res Applied) map[string]int {
 }
 
 func eventTypeLabel(t string) string {
-	switch t {
-	case TypeRunQueued, TypeRunStarted, TypeRunSucceeded, TypeRunFailed, TypeRunCancelled,
-		TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped:
+	if IsKnown(t) {
 		return t
 	}
 	return labelOther

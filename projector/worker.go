@@ -626,7 +626,12 @@ func (h *handler) reposition(ctx context.Context, log logrus.FieldLogger, lease 
 			return lease, err
 		}
 	}
-	hwm, _ := h.client.GetOffset(lease.Topic, lease.Partition, sarama.OffsetNewest)
+	hwm, err := retry(ctx, w, log, "look up high watermark", func() (int64, error) {
+		return h.client.GetOffset(lease.Topic, lease.Partition, sarama.OffsetNewest)
+	})
+	if err != nil {
+		return lease, err
+	}
 	detail := fmt.Sprintf("stored next_offset %d is outside the partition's log [%d, %d]: ", lease.NextOffset, start, hwm)
 	if lease.NextOffset < start {
 		detail += fmt.Sprintf("%d messages were deleted before they were applied (retention); consuming from %d", start-lease.NextOffset, start)

@@ -66,9 +66,11 @@ func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applie
 // errStoredDuplicate: the fast way met an event_id already stored.
 var errStoredDuplicate = errors.New("an event_id of the batch is already stored")
 
-// work is a batch made ready for its transaction: everything the client
-// computes is computed before the transaction begins, so that the
-// transaction never waits on the client between its statements.
+// work is a batch made ready for its transaction. The fast way, everything
+// the client computes is computed before the transaction begins, so that
+// the transaction never waits on the client between its statements; the
+// safe way folds the runs inside it, once the insert has said which events
+// are new (a fold of 2000 events takes about 0.2 ms).
 type work struct {
 	b    *projector.Batch
 	safe bool
@@ -114,10 +116,11 @@ func (w *work) release() {
 
 // apply is one attempt at Apply's transaction, the fast way or the safe
 // way. It also returns how many records were skipped as already stored
-// (the safe way only). The statements go in four round trips: BEGIN, the
-// lock and, the safe way, the event insert; then, the fast way, the COPY;
-// then, once the fence is checked and the new events are known, the run
-// merge, the dead letters and the offset; then COMMIT.
+// (the safe way only). The statements go in four round trips: BEGIN and
+// the lock; then, once the fence is checked, the COPY (the fast way) or
+// the insert that skips stored event_ids (the safe way); then, once the
+// new events are known, the run merge, the dead letters and the offset;
+// then COMMIT.
 func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stored int, err error) {
 	b, l := w.b, w.b.Lease
 	conn, err := s.pool.Acquire(ctx)
@@ -136,7 +139,6 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	}()
 
 	var cur dbsqlc.LockOffsetRow
-	var ids []string
 	first := &pgx.Batch{}
 	first.Queue("BEGIN")
 	// Safe for exactly-once: a commit that a server crash loses takes its
@@ -144,15 +146,12 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	// wait for the WAL flush on every batch.
 	first.Queue("SET LOCAL synchronous_commit = off")
 	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
-	if w.safe && len(w.recs) > 0 {
-		dbsqlc.QueueInsertEvents(first, insertEventsParams(l.Topic, l.Partition, w.recs), &ids)
-	}
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
 		return res, 0, fmt.Errorf("%w: no stored offset row", projector.ErrFenced)
 	}
 	if err != nil {
-		return res, 0, fmt.Errorf("lock offset and insert events: %w", err)
+		return res, 0, fmt.Errorf("lock offset: %w", err)
 	}
 	if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
 		return res, 0, err
@@ -160,8 +159,10 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	var fresh []*projector.Record
 	runs := w.runs
 	if w.safe {
-		fresh = freshRecords(w.recs, ids)
-		stored = len(w.recs) - len(ids)
+		if fresh, err = s.insertNew(ctx, conn, l.Topic, l.Partition, w.recs); err != nil {
+			return res, 0, err
+		}
+		stored = len(w.recs) - len(fresh)
 		runs = projector.FoldRecords(fresh)
 	} else if w.copyBuf != nil {
 		if err := copyEvents(ctx, conn.Conn().PgConn(), w); err != nil {
@@ -269,22 +270,34 @@ func (d *dupState) set(tp projector.TopicPartition, met bool) {
 
 // storeEvents inserts events that came from one topic partition, skipping
 // event_ids already stored, and merges the new ones into their runs,
-// inside tx. recs must hold one record per event_id, sorted by event_id
-// (Batch.UniqueRecords). It returns how many events were new and how many
-// runs they touched.
+// inside tx: Apply's safe way, for a dead-letter replay. recs must hold one
+// record per event_id, sorted by event_id (Batch.UniqueRecords). It
+// returns how many events were new and how many runs they touched.
 func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partition int32, recs []*projector.Record) (inserted, runs int, err error) {
-	if len(recs) == 0 {
-		return 0, 0, nil
-	}
-	ids, err := s.q.InsertEvents(ctx, tx, insertEventsParams(topic, partition, recs))
+	fresh, err := s.insertNew(ctx, tx, topic, partition, recs)
 	if err != nil {
-		return 0, 0, fmt.Errorf("insert events: %w", err)
+		return 0, 0, err
 	}
-	merged := projector.FoldRecords(freshRecords(recs, ids))
+	merged := projector.FoldRecords(fresh)
 	if err := s.mergeRuns(ctx, tx, merged); err != nil {
 		return 0, 0, err
 	}
-	return len(ids), len(merged), nil
+	return len(fresh), len(merged), nil
+}
+
+// insertNew inserts the events of recs (one record per event_id, sorted by
+// event_id) that came from one topic partition, skipping event_ids already
+// stored, and returns the records that were new, in event_id order. It is
+// the one way events go in besides the batches' COPY.
+func (s *Store) insertNew(ctx context.Context, db dbsqlc.DBTX, topic string, partition int32, recs []*projector.Record) ([]*projector.Record, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	ids, err := s.q.InsertEvents(ctx, db, insertEventsParams(topic, partition, recs))
+	if err != nil {
+		return nil, fmt.Errorf("insert events: %w", err)
+	}
+	return freshRecords(recs, ids), nil
 }
 
 // freshRecords returns the records of recs, sorted by event_id, whose

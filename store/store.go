@@ -30,6 +30,13 @@ type Store struct {
 	copies copyWatch
 }
 
+// DefaultURL is the database every command uses when none is given.
+const DefaultURL = "postgres://postgres@localhost:5432/postgres"
+
+// LocalURL is DefaultURL without TLS, for the demo and the bench on this
+// machine (the local server's TLS would only add its cost to theirs).
+const LocalURL = DefaultURL + "?sslmode=disable"
+
 // Config says how to reach PostgreSQL.
 type Config struct {
 	// URL is a PostgreSQL connection URL or DSN.
@@ -42,8 +49,9 @@ type Config struct {
 	// with no progress before ReapStalledCopies ends its session. Default
 	// DefaultStalledCopyAfter.
 	StalledCopyAfter time.Duration
-	// MaxConns caps the pool; each partition applies on its own
-	// connection. Default 10.
+	// MaxConns caps the pool; each batch in flight applies on a
+	// connection of its own. Default (0): pgxpool's, the greater of 4 and
+	// the number of CPUs (projector run sets it from --db-max-conns).
 	MaxConns int32
 }
 

@@ -55,7 +55,7 @@ func main() {
 	fs := flag.NewFlagSet("projector-bench", flag.ContinueOnError)
 	def := os.Getenv("DATABASE_URL")
 	if def == "" {
-		def = "postgres://postgres@127.0.0.1:5432/postgres"
+		def = store.LocalURL
 	}
 	fs.StringVar(&o.projector, "projector", "bin/projector", "the projector binary to measure")
 	fs.StringVar(&o.databaseURL, "database-url", def, "PostgreSQL server; the bench (re)creates a database named projector_bench on it [DATABASE_URL]")

@@ -42,7 +42,7 @@ func main() {
 	fs := flag.NewFlagSet("projector-demo", flag.ContinueOnError)
 	def := os.Getenv("DATABASE_URL")
 	if def == "" {
-		def = "postgres://postgres@127.0.0.1:5432/postgres"
+		def = store.LocalURL
 	}
 	fs.StringVar(&opts.databaseURL, "database-url", def, "PostgreSQL server; the demo (re)creates a database named projector_demo on it [DATABASE_URL]")
 	fs.IntVar(&opts.runs, "runs", 20000, "workflow runs to generate (about 17 messages each)")

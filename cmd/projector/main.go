@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 
+	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/store"
 )
 
@@ -68,6 +69,7 @@ type app struct {
 func newApp(stdout, stderr io.Writer) *cli.Command {
 	a := &app{log: logrus.New(), stdout: stdout}
 	a.log.SetOutput(stderr)
+	def := projector.DefaultConfig()
 	root := &cli.Command{
 		Name:  "projector",
 		Usage: "apply workflow events from Kafka to a run-state projection in PostgreSQL, exactly once",
@@ -77,10 +79,10 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "brokers", Value: "localhost:9092", Usage: "Kafka bootstrap brokers, comma-separated", Sources: cli.EnvVars("KAFKA_BROKERS")},
-			&cli.StringFlag{Name: "topics", Value: "workflow-events", Usage: "topics to consume, comma-separated", Sources: cli.EnvVars("KAFKA_TOPICS")},
-			&cli.StringFlag{Name: "group", Value: "workflow-projector", Usage: "Kafka consumer group; also keys the stored offsets", Sources: cli.EnvVars("KAFKA_GROUP_ID")},
-			&cli.StringFlag{Name: "database-url", Value: "postgres://postgres@localhost:5432/postgres", Usage: "PostgreSQL connection URL", Sources: cli.EnvVars("DATABASE_URL")},
+			&cli.StringFlag{Name: "brokers", Value: strings.Join(def.Brokers, ","), Usage: "Kafka bootstrap brokers, comma-separated", Sources: cli.EnvVars("KAFKA_BROKERS")},
+			&cli.StringFlag{Name: "topics", Value: strings.Join(def.Topics, ","), Usage: "topics to consume, comma-separated", Sources: cli.EnvVars("KAFKA_TOPICS")},
+			&cli.StringFlag{Name: "group", Value: def.Group, Usage: "Kafka consumer group; also keys the stored offsets", Sources: cli.EnvVars("KAFKA_GROUP_ID")},
+			&cli.StringFlag{Name: "database-url", Value: store.DefaultURL, Usage: "PostgreSQL connection URL", Sources: cli.EnvVars("DATABASE_URL")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", Sources: cli.EnvVars("LOG_LEVEL")},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text, or json for machines", Sources: cli.EnvVars("LOG_FORMAT")},
 		},
