@@ -9,3 +9,12 @@ func ConsumeClaim(w *Worker, sess sarama.ConsumerGroupSession, claim sarama.Cons
 	h := &handler{w: w, leases: map[TopicPartition]Lease{{lease.Topic, lease.Partition}: lease}, nudge: make(chan struct{}, 1)}
 	return h.ConsumeClaim(sess, claim)
 }
+
+// The decoder tests' builders of JSON events, for the tests that ask
+// PostgreSQL (decode_pg_test.go).
+var (
+	DecEvent  = decEvent
+	DecNest   = decNest
+	DecDigits = decDigits
+	DecPadTo  = decPadTo
+)

@@ -164,7 +164,7 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 	// accepts connections again.
 	db, err := pgx.ParseConfig(url)
 	require.NoError(t, err)
-	admin := storetest.Open(t, storetest.DefaultURL)
+	admin := storetest.Open(t, storetest.ServerURL(t))
 	allow := func(ok bool) {
 		_, err := admin.Pool().Exec(context.Background(),
 			fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", pgx.Identifier{db.Database}.Sanitize(), ok))
