@@ -34,7 +34,7 @@ type Applied struct {
 	// Runs is the number of runs merged.
 	Runs int
 	// EventTypes counts Events by event_type, when the sink counts them
-	// (nil otherwise; metrics then tell them from the batch when they can).
+	// (nil otherwise; metrics then count Events as unattributed).
 	EventTypes map[string]int
 	// Insert is how the events were stored: InsertCopy or
 	// InsertSkipStored (empty when the sink does not say).
