@@ -163,7 +163,7 @@ func (p *pipeline) verify() {
 	var mismatches []string
 	for _, row := range rows {
 		want := projector.Project(byRun[row.WorkflowRunID])
-		if want != row.Run {
+		if !want.Equal(row.Run) {
 			mismatches = append(mismatches, fmt.Sprintf("%s:\n got  %+v\n want %+v", row.WorkflowRunID, row.Run, want))
 		}
 	}
