@@ -537,7 +537,7 @@ func (m *Metrics) BatchApplied(b *Batch, res Applied, took time.Duration) {
 		m.inserts.WithLabelValues(res.Insert).Inc()
 	}
 	m.conflicts.Add(float64(res.CopyConflicts))
-	for t, n := range countEventTypes(b, res) {
+	for t, n := range countEventTypes(res) {
 		m.events.WithLabelValues(t).Add(float64(n))
 	}
 	if res.DeadLetters == len(b.DeadLetters) {
@@ -568,38 +568,15 @@ func (m *Metrics) Incident(_ TopicPartition, inc Incident) {
 }
 
 // countEventTypes counts the new events of a committed batch by event type
-// label. The sink says it in res.EventTypes; without that, the batch's
-// records tell it exactly when every event the sink skipped repeats an
-// event_id earlier in the same batch (the common case). Otherwise some
-// event_id was stored by an earlier batch and which records were new is not
-// known: res.Events is counted as unattributed.
-func countEventTypes(b *Batch, res Applied) map[string]int {
-	out := make(map[string]int, 4)
-	if res.EventTypes != nil {
-		for t, n := range res.EventTypes {
-			out[eventTypeLabel(t)] += n
-		}
-		return out
+// label, as the sink counted them in res.EventTypes (the store always
+// does). A sink that does not count them has its events counted as
+// unattributed.
+func countEventTypes(res Applied) map[string]int {
+	out := make(map[string]int, len(res.EventTypes)+1)
+	for t, n := range res.EventTypes {
+		out[eventTypeLabel(t)] += n
 	}
-	if res.Events == 0 {
-		return out
-	}
-	if res.Events == len(b.Records) {
-		for i := range b.Records {
-			out[eventTypeLabel(b.Records[i].Event.EventType)]++
-		}
-		return out
-	}
-	seen := make(map[string]struct{}, len(b.Records))
-	for i := range b.Records {
-		e := &b.Records[i].Event
-		if _, dup := seen[e.EventID]; !dup {
-			seen[e.EventID] = struct{}{}
-			out[eventTypeLabel(e.EventType)]++
-		}
-	}
-	if len(seen) != res.Events {
-		clear(out)
+	if res.EventTypes == nil && res.Events > 0 {
 		out[labelUnattributed] = res.Events
 	}
 	return out

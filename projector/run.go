@@ -50,6 +50,24 @@ type Run struct {
 	TerminalEventID string
 }
 
+// Equal reports whether r and o are the same projection, their times
+// compared as instants: == on time.Time also compares locations and
+// monotonic clock readings, which differ between a run read from
+// PostgreSQL and one projected from decoded events.
+func (r Run) Equal(o Run) bool {
+	return r.WorkflowRunID == o.WorkflowRunID && r.WorkflowID == o.WorkflowID && r.Source == o.Source &&
+		r.Attempt == o.Attempt && r.Status == o.Status &&
+		nullTimeEqual(r.QueuedAt, o.QueuedAt) && nullTimeEqual(r.StartedAt, o.StartedAt) &&
+		nullTimeEqual(r.FinishedAt, o.FinishedAt) && r.Error == o.Error &&
+		r.StepsSucceeded == o.StepsSucceeded && r.StepsFailed == o.StepsFailed && r.StepsSkipped == o.StepsSkipped &&
+		r.EventCount == o.EventCount && r.FirstEventAt.Equal(o.FirstEventAt) && r.LastEventAt.Equal(o.LastEventAt) &&
+		r.LatestEventID == o.LatestEventID && r.TerminalEventID == o.TerminalEventID
+}
+
+func nullTimeEqual(a, b sql.NullTime) bool {
+	return a.Valid == b.Valid && (!a.Valid || a.Time.Equal(b.Time))
+}
+
 // DurationMS is FinishedAt - StartedAt in whole milliseconds rounded down
 // (floor, also when negative, i.e. when the run finished before it
 // started), and false unless both are set. It is exact over the whole

@@ -3,6 +3,7 @@ package projector
 import (
 	"database/sql"
 	"math/big"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -807,4 +808,54 @@ func TestCombine(t *testing.T) {
 		require.Equal(t, StatusRunning, Combine(r, q).Status)
 		require.Equal(t, StatusQueued, Combine(q, FromEvent(ev("u", "custom", 0, 1))).Status)
 	})
+}
+
+// TestRunEqual: Equal compares times as instants (a run read from
+// PostgreSQL and one projected from events hold the same instants in other
+// locations), and sees every field: changing any one makes runs differ.
+func TestRunEqual(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	base := Run{WorkflowRunID: "r", WorkflowID: "w", Source: "s", Attempt: 2, Status: StatusFailed,
+		QueuedAt: sql.NullTime{Time: at, Valid: true}, StartedAt: sql.NullTime{Time: at, Valid: true},
+		FinishedAt: sql.NullTime{Time: at.Add(time.Second), Valid: true}, Error: sql.NullString{String: "boom", Valid: true},
+		StepsSucceeded: 1, StepsFailed: 2, StepsSkipped: 3, EventCount: 4, FirstEventAt: at, LastEventAt: at.Add(time.Second),
+		LatestEventID: "e2", TerminalEventID: "e2"}
+
+	elsewhere := base
+	loc := time.FixedZone("UTC+1", 3600)
+	elsewhere.QueuedAt.Time = at.In(loc)
+	elsewhere.FirstEventAt = at.In(loc)
+	require.True(t, base.Equal(elsewhere), "the same instants in another location")
+	require.NotEqual(t, base, elsewhere, "(which == and reflect.DeepEqual tell apart)")
+
+	unset := base
+	unset.StartedAt = sql.NullTime{Time: at}
+	other := unset
+	other.StartedAt.Time = at.Add(time.Hour)
+	require.True(t, unset.Equal(other), "a null time is null whatever its Time")
+	other.StartedAt.Valid = true
+	require.False(t, unset.Equal(other))
+
+	typ := reflect.TypeFor[Run]()
+	for i := range typ.NumField() {
+		changed := base
+		switch f := reflect.ValueOf(&changed).Elem().Field(i).Addr().Interface().(type) {
+		case *string:
+			*f += "x"
+		case *int32:
+			*f++
+		case *int64:
+			*f++
+		case *time.Time:
+			*f = f.Add(time.Microsecond)
+		case *sql.NullTime:
+			f.Time = f.Time.Add(time.Microsecond)
+		case *sql.NullString:
+			f.String += "x"
+		default:
+			t.Fatalf("field %s: this test does not know how to change a %T", typ.Field(i).Name, f)
+		}
+		require.False(t, base.Equal(changed), "Equal ignores field %s", typ.Field(i).Name)
+	}
 }

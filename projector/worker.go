@@ -34,7 +34,7 @@ type Applied struct {
 	// Runs is the number of runs merged.
 	Runs int
 	// EventTypes counts Events by event_type, when the sink counts them
-	// (nil otherwise; metrics then tell them from the batch when they can).
+	// (nil otherwise; metrics then count Events as unattributed).
 	EventTypes map[string]int
 	// Insert is how the events were stored: InsertCopy or
 	// InsertSkipStored (empty when the sink does not say).
@@ -391,6 +391,10 @@ type handler struct {
 	// nudge asks the caught-up check to look now: a claim applied a batch
 	// up to the high watermark it knows of.
 	nudge chan struct{}
+	// waiting, set by tests only, is called each time a claim's loop is
+	// about to wait: whether it would read a message, and that message's
+	// offset.
+	waiting func(reading bool, next int64)
 }
 
 func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
@@ -472,6 +476,13 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		in := msgs
 		if b.Full(w.cfg.BatchSize) {
 			in = nil // wait for the batch in flight instead
+		}
+		if h.waiting != nil {
+			next := b.Lease.NextOffset
+			if b.Len() > 0 {
+				next = b.End
+			}
+			h.waiting(in != nil, next)
 		}
 		select {
 		case <-ctx.Done():

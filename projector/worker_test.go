@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -86,8 +87,14 @@ type running struct {
 
 func (p *pipeline) start(name string, cfg projector.Config) *running {
 	p.t.Helper()
+	return p.startWith(name, cfg, p.st)
+}
+
+// startWith starts a worker that applies its batches to sink.
+func (p *pipeline) startWith(name string, cfg projector.Config, sink projector.Sink) *running {
+	p.t.Helper()
 	cfg.Owner = name
-	w, err := projector.NewWorker(cfg, p.st, testLogger(p.t, name))
+	w, err := projector.NewWorker(cfg, sink, testLogger(p.t, name))
 	require.NoError(p.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{w: w, cancel: cancel, done: make(chan error, 1)}
@@ -156,7 +163,7 @@ func (p *pipeline) verify() {
 	var mismatches []string
 	for _, row := range rows {
 		want := projector.Project(byRun[row.WorkflowRunID])
-		if want != row.Run {
+		if !want.Equal(row.Run) {
 			mismatches = append(mismatches, fmt.Sprintf("%s:\n got  %+v\n want %+v", row.WorkflowRunID, row.Run, want))
 		}
 	}
@@ -213,17 +220,26 @@ func TestEndToEndCatchUp(t *testing.T) {
 	require.Zero(t, s.Fenced.Load())
 }
 
+// TestRestartMidway stops a worker mid-stream, with batches in flight,
+// and starts another: together they apply every event exactly once. The
+// first worker's sink lets a fixed number of batches through, so that it
+// stops before the end however fast this machine is.
 func TestRestartMidway(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t, 4)
 	wl := workload(2, 400)
 	p.produce(wl.Messages)
-	r := p.start("first", p.config(false))
-	require.Eventually(t, func() bool { return r.w.Stats().Events.Load() >= int64(wl.Valid/3) },
-		time.Minute, time.Millisecond)
-	r.stop(t) // mid-stream, with batches in flight
+	const batches = 8
+	cfg := p.config(false)
+	require.Less(t, batches*cfg.BatchSize, wl.Valid, "the gate must hold back part of the workload")
+	gate := newGatedSink(p.st)
+	gate.set(false, batches)
+	r := p.startWith("first", cfg, gate)
+	waitUntil(t, time.Minute, func() bool { return r.w.Stats().Batches.Load() >= batches/2 })
+	r.stop(t) // with batches in their transaction or held at the gate
 	applied := r.w.Stats().Events.Load()
-	require.Less(t, applied, int64(wl.Valid), "the first worker must stop before the end")
+	require.LessOrEqual(t, r.w.Stats().Batches.Load(), int64(batches))
+	require.Less(t, applied, int64(wl.Valid), "the first worker stopped before the end")
 
 	r2 := p.start("second", p.config(true))
 	r2.wait(t)
@@ -249,7 +265,7 @@ func TestTwoWorkersWithRebalance(t *testing.T) {
 		return a.w.Stats().Events.Load()+b.w.Stats().Events.Load() == int64(wl.Valid) &&
 			a.w.Stats().DeadLetters.Load()+b.w.Stats().DeadLetters.Load() == int64(wl.Invalid)
 	}, 2*time.Minute, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return caughtUp(t, p) }, time.Minute, 10*time.Millisecond)
+	waitUntil(t, time.Minute, func() bool { return caughtUp(t, p) })
 	a.stop(t)
 	b.stop(t)
 	require.Positive(t, b.w.Stats().Messages.Load(), "the second worker took partitions")
@@ -257,6 +273,24 @@ func TestTwoWorkersWithRebalance(t *testing.T) {
 	p.verify()
 }
 
+// waitUntil calls cond every 10 ms until it returns true, and fails the
+// test if that takes longer than timeout. cond runs on the test's own
+// goroutine, so it may fail the test with require: an error or a wrong
+// value ends the test at once, where a require inside an Eventually
+// condition would hang until the timeout.
+func waitUntil(t testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			require.Fail(t, "condition not met within "+timeout.String(), msgAndArgs...)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// caughtUp reports whether every partition's stored offset is at its
+// high watermark.
 func caughtUp(t *testing.T, p *pipeline) bool {
 	stored, err := p.st.StoredOffsets(context.Background(), p.group)
 	require.NoError(t, err)
@@ -275,16 +309,16 @@ func TestOffsetMovedByHandRestartsRunningWorker(t *testing.T) {
 	wl := workload(4, 200)
 	p.produce(wl.Messages)
 	r := p.start("w", p.config(false))
-	require.Eventually(t, func() bool { return caughtUp(t, p) }, time.Minute, 10*time.Millisecond)
+	waitUntil(t, time.Minute, func() bool { return caughtUp(t, p) })
 	p.verify()
 	consumed := r.w.Stats().Messages.Load()
 	hwm := kafkatest.HighWatermarks(p.cluster, topic)[0]
 
 	_, err := p.st.Pool().Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	waitUntil(t, time.Minute, func() bool {
 		return r.w.Stats().Messages.Load() == consumed+hwm && caughtUp(t, p)
-	}, time.Minute, 10*time.Millisecond, "the worker consumes partition 0 again from offset 0")
+	}, "the worker consumes partition 0 again from offset 0")
 	require.Positive(t, r.w.Stats().Fenced.Load(), "the worker noticed the moved offset through the fence")
 	require.Equal(t, int64(wl.Valid), r.w.Stats().Events.Load(), "re-read events are recognised, not applied again")
 	p.verify()
@@ -385,37 +419,60 @@ func mustStored(t *testing.T, p *pipeline) map[projector.TopicPartition]int64 {
 	return stored
 }
 
-// TestDatabaseConnectionsKilledAreRetried kills the worker's PostgreSQL
-// connections over and over while it works: every batch is retried, none
-// becomes a dead letter, nothing is lost or applied twice.
+// TestDatabaseConnectionsKilledAreRetried ends the sessions of the
+// worker's batch transactions midway, round after round: every batch is
+// retried, none becomes a dead letter, nothing is lost or applied twice.
+// Each round holds every offset row locked (as a long transaction of
+// someone else would), produces more messages, waits until batch
+// transactions wait on the lock, ends their sessions, and lets go.
 func TestDatabaseConnectionsKilledAreRetried(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	p := newPipeline(t, 4)
+	const partitions, rounds = 4, 5
+	p := newPipeline(t, partitions)
 	wl := workload(8, 400)
-	p.produce(wl.Messages)
-	var db string
-	require.NoError(t, p.st.Pool().QueryRow(ctx, `SELECT current_database()`).Scan(&db))
-	admin := storetest.Open(t, storetest.DefaultURL)
+	chunk := len(wl.Messages) / (rounds + 1)
+	p.produce(wl.Messages[:chunk])
+	cc := p.st.Pool().Config().ConnConfig.Copy()
+	cc.RuntimeParams["idle_in_transaction_session_timeout"] = "0"
+	locker, err := pgx.ConnectConfig(ctx, cc)
+	require.NoError(t, err)
+	defer locker.Close(ctx)
 
-	r := p.start("w", p.config(true))
+	r := p.start("w", p.config(false))
+	waitUntil(t, time.Minute, func() bool {
+		var n int
+		require.NoError(t, p.st.Pool().QueryRow(ctx, `SELECT count(*) FROM consumer_offsets`).Scan(&n))
+		return n == partitions
+	}, "the worker never claimed every partition")
 	killed := 0
-	for done := false; !done; {
-		select {
-		case err := <-r.done:
-			require.NoError(t, err)
-			r.done <- nil
-			done = true
-		case <-time.After(30 * time.Millisecond):
-			var n int
-			require.NoError(t, admin.Pool().QueryRow(ctx,
-				`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, db).Scan(&n))
-			killed += n
+	for i := 1; i <= rounds; i++ {
+		tx, err := locker.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, `SELECT 1 FROM consumer_offsets FOR UPDATE`)
+		require.NoError(t, err)
+		end := (i + 1) * chunk
+		if i == rounds {
+			end = len(wl.Messages)
 		}
+		p.produce(wl.Messages[i*chunk : end])
+		var n int
+		waitUntil(t, time.Minute, func() bool {
+			// One session all along: a killed batch is retried by its
+			// claim, not given up with the claim and the session.
+			require.Equal(t, int64(1), r.w.Stats().Rebalances.Load(), "the worker's session ended")
+			require.NoError(t, p.st.Pool().QueryRow(ctx, `
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE $1::int = ANY(pg_blocking_pids(pid)) AND query LIKE '-- name: LockOffset %'`, locker.PgConn().PID()).Scan(&n))
+			return n > 0
+		}, "round %d: no batch transaction waited on the locked offsets", i)
+		killed += n
+		require.NoError(t, tx.Rollback(ctx))
 	}
-	t.Logf("killed %d connections; %d retries", killed, r.w.Stats().Retries.Load())
-	require.Positive(t, killed)
-	require.Positive(t, r.w.Stats().Retries.Load())
-	p.st.Pool().Reset() // the last kill may have hit idle pooled connections
+	waitUntil(t, time.Minute, func() bool { return caughtUp(t, p) })
+	r.stop(t)
+	t.Logf("killed %d batch transactions; %d retries", killed, r.w.Stats().Retries.Load())
+	require.GreaterOrEqual(t, r.w.Stats().Retries.Load(), int64(killed), "every killed batch was retried")
+	require.Equal(t, int64(wl.Invalid), r.w.Stats().DeadLetters.Load(), "no batch became a dead letter")
 	p.verify()
 }

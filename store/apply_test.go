@@ -166,11 +166,11 @@ func TestCancelledTransactionLeavesNothing(t *testing.T) {
 		_, err := st.Apply(actx, batchOf(lease, eventJSON("x2", "run.started", "rx", t0, 1, ""), eventJSON("y1", "run.queued", "ry", t0, 1, ""), []byte(`0`)))
 		done <- err
 	}()
-	require.Eventually(t, func() bool {
-		var waiting bool
-		err := st.Pool().QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
-		return err == nil && waiting
-	}, 10*time.Second, 10*time.Millisecond, "the batch never reached the locked run")
+	for deadline, waiting := time.Now().Add(time.Minute), false; !waiting; time.Sleep(10 * time.Millisecond) {
+		require.NoError(t, st.Pool().QueryRow(ctx,
+			`SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+		require.False(t, time.Now().After(deadline) && !waiting, "the batch never reached the locked run")
+	}
 	cancel()
 	err = <-done
 	require.Error(t, err)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/projector-run/projector/projector"
 )
@@ -23,3 +24,6 @@ var (
 
 // CopyEventsSQL is the batch COPY statement.
 const CopyEventsSQL = copyEventsSQL
+
+// SetStalledCopyClock makes ReapStalledCopies read the time from now.
+func SetStalledCopyClock(s *Store, now func() time.Time) { s.copies.now = now }

@@ -457,7 +457,7 @@ func (sy *runSync) sync(ctx context.Context, stored []dbsqlc.WorkflowRun, comput
 		default:
 			old, r := runRow(stored[i]).Run, computed[j]
 			sy.res.Recomputed++
-			if old == r {
+			if old.Equal(r) {
 				sy.res.Unchanged++
 			} else {
 				sy.res.Updated++
@@ -492,7 +492,7 @@ func (sy *runSync) sample(d RunDiff) {
 func diffFields(old, cur projector.Run) []string {
 	var out []string
 	add := func(name string, a, b any) {
-		if a != b {
+		if !sameValue(a, b) {
 			out = append(out, fmt.Sprintf("%s: %s -> %s", name, showValue(a), showValue(b)))
 		}
 	}
@@ -513,6 +513,18 @@ func diffFields(old, cur projector.Run) []string {
 	add("latest_event_id", old.LatestEventID, cur.LatestEventID)
 	add("deciding_event_id", old.TerminalEventID, cur.TerminalEventID)
 	return out
+}
+
+// sameValue compares two values of a column, times as instants.
+func sameValue(a, b any) bool {
+	switch a := a.(type) {
+	case time.Time:
+		return a.Equal(b.(time.Time))
+	case sql.NullTime:
+		b := b.(sql.NullTime)
+		return a.Valid == b.Valid && (!a.Valid || a.Time.Equal(b.Time))
+	}
+	return a == b
 }
 
 func showValue(v any) string {

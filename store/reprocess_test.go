@@ -92,7 +92,7 @@ func requireRunsAreTheirProjection(t *testing.T, st *store.Store) {
 	require.NoError(t, err)
 	var bad []string
 	for _, r := range runs {
-		if want := projector.Project(byRun[r.WorkflowRunID]); want != r.Run {
+		if want := projector.Project(byRun[r.WorkflowRunID]); !want.Equal(r.Run) {
 			bad = append(bad, fmt.Sprintf("%s:\n got  %+v\n want %+v", r.WorkflowRunID, r.Run, want))
 		}
 		delete(byRun, r.WorkflowRunID)

@@ -19,8 +19,10 @@ const DefaultStalledCopyAfter = 10 * time.Second
 // how far each had got, between calls of ReapStalledCopies.
 type copyWatch struct {
 	after time.Duration // Config.StalledCopyAfter
-	mu    sync.Mutex
-	seen  map[copyKey]copySeen
+	// now is time.Now when nil; tests set it (export_test.go).
+	now  func() time.Time
+	mu   sync.Mutex
+	seen map[copyKey]copySeen
 }
 
 type copyKey struct {
@@ -50,6 +52,9 @@ func (s *Store) ReapStalledCopies(ctx context.Context) ([]projector.StalledSessi
 		return nil, fmt.Errorf("look for stalled copies: %w", err)
 	}
 	now := time.Now()
+	if s.copies.now != nil {
+		now = s.copies.now()
+	}
 	s.copies.mu.Lock()
 	prev := s.copies.seen
 	next := make(map[copyKey]copySeen, len(rows))

@@ -2,10 +2,12 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sirupsen/logrus"
@@ -40,19 +42,47 @@ func startCopy(t *testing.T, url string, partition int32, row []byte) (pc *pgcon
 	return pc, send
 }
 
+// copyAt waits until the session pid waits on its client in the middle of
+// a COPY that has received want bytes.
+func copyAt(t *testing.T, st *store.Store, pid uint32, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var got int64
+		err := st.Pool().QueryRow(context.Background(), `
+SELECT p.bytes_processed FROM pg_stat_activity a JOIN pg_stat_progress_copy p USING (pid)
+WHERE pid = $1 AND a.wait_event = 'ClientRead'`, int32(pid)).Scan(&got)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			require.NoError(t, err)
+		}
+		require.LessOrEqual(t, got, want, "session %d", pid)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the COPY of session %d is at %d bytes, not %d", pid, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestReapEndsFrozenCopiesOnly: a batch COPY whose client stopped sending
 // (a frozen worker) holds its partition's offset row, so the partition's
 // next owner cannot claim it; ReapStalledCopies ends that session once it
 // has made no progress for StalledCopyAfter, and the claim goes through.
 // A COPY that is slow but moving, and a session that is merely idle, are
-// left alone.
+// left alone. The reaper reads a clock of the test's; each step waits
+// until the server has received what the COPYs were sent.
 func TestReapEndsFrozenCopiesOnly(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := storetest.URL(t)
-	st, err := store.Open(ctx, store.Config{URL: url, StalledCopyAfter: time.Second})
+	const after = time.Second
+	st, err := store.Open(ctx, store.Config{URL: url, StalledCopyAfter: after})
 	require.NoError(t, err)
 	t.Cleanup(st.Close)
+	clock := time.Now()
+	store.SetStalledCopyClock(st, func() time.Time { return clock })
 	for p := range int32(2) {
 		_, err := st.Claim(ctx, group, topic, p, 0, "old-owner")
 		require.NoError(t, err)
@@ -62,11 +92,15 @@ func TestReapEndsFrozenCopiesOnly(t *testing.T) {
 		s := store.AppendEventsCopy(nil, topic, 0, b.UniqueRecords())
 		return s[:len(s)-2] // without the trailer: more rows may follow
 	}
-	frozen, _ := startCopy(t, url, 0, ev("frozen-1"))
-	moving, sendMore := startCopy(t, url, 1, ev("moving-1"))
+	frozenRow, movingRow := ev("frozen-1"), ev("moving-0")
+	frozen, _ := startCopy(t, url, 0, frozenRow)
+	moving, sendMore := startCopy(t, url, 1, movingRow)
+	movingBytes := int64(len(movingRow))
 	idle, err := pgconn.Connect(ctx, url)
 	require.NoError(t, err)
 	defer idle.Close(ctx)
+	copyAt(t, st, frozen.PID(), int64(len(frozenRow)))
+	copyAt(t, st, moving.PID(), movingBytes)
 
 	claimed := make(chan error, 1)
 	go func() {
@@ -74,21 +108,32 @@ func TestReapEndsFrozenCopiesOnly(t *testing.T) {
 		claimed <- err
 	}()
 
-	var ended []projector.StalledSession
-	for i := range 12 { // 3 s: three times StalledCopyAfter
+	// reapAfter lets d pass on the reaper's clock, while the moving COPY
+	// receives one more row, and reaps.
+	rows := 1
+	reapAfter := func(d time.Duration) []projector.StalledSession {
+		t.Helper()
+		row := ev(fmt.Sprintf("moving-%d", rows))[len("PGCOPY\n\xff\r\n\x00")+8:] // without the header
+		sendMore(row)
+		rows++
+		movingBytes += int64(len(row))
+		copyAt(t, st, moving.PID(), movingBytes)
+		clock = clock.Add(d)
 		got, err := st.ReapStalledCopies(ctx)
 		require.NoError(t, err)
-		ended = append(ended, got...)
-		sendMore(ev("moving-" + string(rune('a'+i)))[len("PGCOPY\n\xff\r\n\x00")+8:]) // one more row
-		time.Sleep(250 * time.Millisecond)
+		return got
 	}
+	require.Empty(t, reapAfter(0), "first seen")
+	require.Empty(t, reapAfter(after-time.Millisecond), "not stalled for StalledCopyAfter yet")
+	ended := reapAfter(time.Millisecond)
 	require.Len(t, ended, 1, "the frozen COPY, and only it")
 	require.Equal(t, int32(frozen.PID()), ended[0].PID)
-	require.Positive(t, ended[0].Bytes)
+	require.Equal(t, int64(len(frozenRow)), ended[0].Bytes)
+	require.Empty(t, reapAfter(10*after), "the moving COPY is left alone however long it takes")
 	select {
 	case err := <-claimed:
 		require.NoError(t, err, "the new owner claims the partition once the frozen session is gone")
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("the claim still waits on the frozen session")
 	}
 
@@ -112,7 +157,7 @@ func TestReapEndsFrozenCopiesOnly(t *testing.T) {
 	require.NoError(t, err)
 	var n int
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FROM workflow_events WHERE event_id LIKE 'moving-%'`).Scan(&n))
-	require.Equal(t, 13, n)
+	require.Equal(t, rows, n)
 	require.NoError(t, idle.Ping(ctx))
 }
 

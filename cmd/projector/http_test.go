@@ -108,16 +108,16 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 			"run", "--http-addr", "127.0.0.1:0"}, io.Discard, stderr)
 	}()
 	var base string
-	require.Eventually(t, func() bool {
+	waitUntil(t, time.Minute, func() bool {
 		m := servingAddr.FindStringSubmatch(stderr.String())
 		if m != nil {
 			base = "http://" + m[1]
 		}
 		return m != nil
-	}, time.Minute, 10*time.Millisecond, "the server never said where it listens:\n%s", stderr)
+	}, "the server never said where it listens:\n%s", stderr)
 
 	hwms := kafkatest.HighWatermarks(cluster, topic)
-	require.Eventually(t, func() bool {
+	waitUntil(t, time.Minute, func() bool {
 		stored, err := st.StoredOffsets(ctx, "workflow-projector")
 		require.NoError(t, err)
 		for p, hwm := range hwms {
@@ -126,7 +126,7 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 			}
 		}
 		return true
-	}, time.Minute, 20*time.Millisecond, "the worker never caught up")
+	}, "the worker never caught up")
 
 	code, body := get(t, base+"/healthz")
 	require.Equal(t, http.StatusOK, code)
@@ -136,11 +136,11 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 	require.Equal(t, "postgresql: ok\nkafka: ok\nworker: ok\n", body)
 
 	var families map[string]*dto.MetricFamily
-	require.Eventually(t, func() bool {
+	waitUntil(t, time.Minute, func() bool {
 		families = scrape(t, base)
 		lag := samples(families, "projector_partition_lag", "partition")
 		return len(lag) == len(hwms) && total(lag) == 0
-	}, time.Minute, 20*time.Millisecond, "the lag of every partition never read 0")
+	}, "the lag of every partition never read 0")
 	for p, hwm := range hwms {
 		require.Equal(t, float64(hwm), samples(families, "projector_partition_high_watermark", "partition")[fmt.Sprint(p)])
 		require.Equal(t, float64(hwm), samples(families, "projector_partition_next_offset", "partition")[fmt.Sprint(p)])
@@ -164,7 +164,7 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 	// accepts connections again.
 	db, err := pgx.ParseConfig(url)
 	require.NoError(t, err)
-	admin := storetest.Open(t, storetest.DefaultURL)
+	admin := storetest.Open(t, storetest.ServerURL(t))
 	allow := func(ok bool) {
 		_, err := admin.Pool().Exec(context.Background(),
 			fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", pgx.Identifier{db.Database}.Sanitize(), ok))
@@ -174,10 +174,10 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 	t.Cleanup(func() { allow(true) })
 	_, err = admin.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db.Database)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	waitUntil(t, time.Minute, func() bool {
 		code, body = get(t, base+"/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "not currently accepting connections")
-	}, time.Minute, 20*time.Millisecond, "last /readyz: %d %s", code, body)
+	}, "last /readyz: %d %s", code, body)
 	t.Logf("/readyz while PostgreSQL refuses connections:\n%s", body)
 	require.Contains(t, body, "postgresql: unreachable")
 	require.Contains(t, body, "kafka: ok")
@@ -185,10 +185,10 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "alive all the same")
 
 	allow(true)
-	require.Eventually(t, func() bool {
+	waitUntil(t, time.Minute, func() bool {
 		code, body = get(t, base+"/readyz")
 		return code == http.StatusOK
-	}, time.Minute, 20*time.Millisecond, "never ready again: %s", body)
+	}, "never ready again: %s", body)
 
 	cancel()
 	require.Equal(t, 0, <-exit, stderr.String())
@@ -234,12 +234,12 @@ func TestReadyzReportsBrokerDownAndStuckWorker(t *testing.T) {
 	}))
 	defer srv.Close()
 	var body string
-	require.Eventually(t, func() bool {
+	waitUntil(t, time.Minute, func() bool {
 		var code int
 		code, body = get(t, srv.URL+"/readyz")
 		require.Equal(t, http.StatusServiceUnavailable, code)
 		return strings.Contains(body, "worker: retrying")
-	}, time.Minute, 20*time.Millisecond)
+	})
 	lines := strings.Split(strings.TrimSpace(body), "\n")
 	require.Len(t, lines, 4, body)
 	require.Equal(t, "postgresql: ok", lines[0])

@@ -186,12 +186,28 @@ func TestSIGTERMStopsTheWorkerWithExitZero(t *testing.T) {
 		stderr := &lockedBuffer{}
 		cmd.Stderr = stderr
 		require.NoError(t, cmd.Start())
-		require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "claimed partition") },
-			time.Minute, 20*time.Millisecond, "the worker never claimed its partitions")
+		waitUntil(t, time.Minute, func() bool { return strings.Contains(stderr.String(), "claimed partition") },
+			"the worker never claimed its partitions")
 		require.NoError(t, cmd.Process.Signal(sig))
 		err := cmd.Wait()
 		require.NoError(t, err, "exit status after %v; stderr:\n%s", sig, stderr.String())
 		require.Contains(t, stderr.String(), "msg=stopped")
+	}
+}
+
+// waitUntil calls cond every 10 ms until it returns true, and fails the
+// test if that takes longer than timeout. cond runs on the test's own
+// goroutine, so it may fail the test with require: an error or a wrong
+// value ends the test at once, where a require inside an Eventually
+// condition would hang until the timeout.
+func waitUntil(t testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			require.Fail(t, "condition not met within "+timeout.String(), msgAndArgs...)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

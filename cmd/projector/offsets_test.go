@@ -168,11 +168,11 @@ func TestOffsetsResetToATimeThenConsumeAgain(t *testing.T) {
 	w := newWorld(t, 3)
 	wl := keyedWorkload(45, 200)
 	half := len(wl.Messages) / 2
-	kafkatest.Produce(t, w.cluster, testTopic, wl.Messages[:half])
+	// The first half is stamped two hours ago, the second half now; the
+	// reset goes to the hour between.
+	at := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	kafkatest.ProduceAt(t, w.cluster, testTopic, wl.Messages[:half], at.Add(-time.Hour))
 	hwmBefore := kafkatest.HighWatermarks(w.cluster, testTopic)
-	time.Sleep(20 * time.Millisecond)
-	at := time.Now()
-	time.Sleep(20 * time.Millisecond)
 	kafkatest.Produce(t, w.cluster, testTopic, wl.Messages[half:])
 	w.consume()
 	before := storetest.Snapshot(t, w.st)
@@ -214,6 +214,8 @@ func TestOffsetsResetWhileAWorkerRuns(t *testing.T) {
 		done <- run(ctx, []string{"projector", "--database-url", w.url, "--brokers", w.cluster.ListenAddrs()[0], "--group", "g",
 			"--log-level", "debug", "run", "--batch-size", "50", "--batch-wait", "1ms"}, &lockedBuffer{}, stderr)
 	}()
+	// caughtUp runs in waitUntil, on the test's goroutine: a failed
+	// query fails the test at once.
 	caughtUp := func() bool {
 		stored, err := w.st.StoredOffsets(context.Background(), "g")
 		require.NoError(t, err)
@@ -224,13 +226,13 @@ func TestOffsetsResetWhileAWorkerRuns(t *testing.T) {
 		}
 		return w.count(`SELECT count(*) FROM workflow_events`) == int64(wl.Valid)
 	}
-	require.Eventually(t, caughtUp, time.Minute, 20*time.Millisecond)
+	waitUntil(t, time.Minute, caughtUp)
 	before := storetest.Snapshot(t, w.st)
 
 	code, out, errOut := w.cli("offsets", "reset", "--to", "earliest")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, fmt.Sprintf("%d events and %d dead letters removed", wl.Valid, wl.Invalid))
-	require.Eventually(t, caughtUp, time.Minute, 20*time.Millisecond, "the worker consumes everything again")
+	waitUntil(t, time.Minute, caughtUp, "the worker consumes everything again")
 	require.Contains(t, stderr.String(), "fenced: ending the claim and rejoining the group")
 	require.Equal(t, before, storetest.Snapshot(t, w.st))
 

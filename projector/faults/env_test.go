@@ -693,11 +693,7 @@ func copyFile(from, to string) error {
 // it).
 func adminPool(t testing.TB) *store.Store {
 	t.Helper()
-	raw := os.Getenv("TEST_DATABASE_URL")
-	if raw == "" {
-		raw = storetest.DefaultURL
-	}
-	return storetest.Open(t, raw)
+	return storetest.Open(t, storetest.ServerURL(t))
 }
 
 // terminate kills the backends of the database whose application_name

@@ -214,7 +214,7 @@ WHERE e.payload IS DISTINCT FROM u.p::jsonb`, ids, payloads).Scan(&differ))
 		case !ok:
 			v.RunMismatches++
 			v.problem("run %q missing", id)
-		case g != w:
+		case !g.Equal(w):
 			v.RunMismatches++
 			v.Twice += int(max(0, g.EventCount-w.EventCount))
 			v.problem("run %q:\n got  %+v\n want %+v", id, g, w)

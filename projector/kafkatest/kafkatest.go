@@ -61,9 +61,14 @@ func NewProducer(brokers []string, topic string) (*Producer, error) {
 
 // Produce sends msgs in order and returns once all are acknowledged.
 func (p *Producer) Produce(ctx context.Context, msgs []projector.Message) error {
+	return p.produce(ctx, msgs, time.Time{})
+}
+
+// produce stamps the records at at, or when they are sent if at is zero.
+func (p *Producer) produce(ctx context.Context, msgs []projector.Message, at time.Time) error {
 	recs := make([]*kgo.Record, len(msgs))
 	for i, m := range msgs {
-		r := &kgo.Record{Key: m.Key, Value: m.Value}
+		r := &kgo.Record{Key: m.Key, Value: m.Value, Timestamp: at}
 		for _, h := range m.Headers {
 			r.Headers = append(r.Headers, kgo.RecordHeader{Key: string(h.Key), Value: h.Value})
 		}
@@ -81,12 +86,19 @@ func (p *Producer) Close() { p.cl.Close() }
 // Produce sends msgs to the cluster's topic, failing the test on error.
 func Produce(t testing.TB, c *kfake.Cluster, topic string, msgs []projector.Message) {
 	t.Helper()
+	ProduceAt(t, c, topic, msgs, time.Time{})
+}
+
+// ProduceAt is Produce with every message's timestamp at (when they are
+// sent if at is zero), to the millisecond as Kafka keeps it.
+func ProduceAt(t testing.TB, c *kfake.Cluster, topic string, msgs []projector.Message, at time.Time) {
+	t.Helper()
 	p, err := NewProducer(c.ListenAddrs(), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.Produce(context.Background(), msgs); err != nil {
+	if err := p.produce(context.Background(), msgs, at); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -23,17 +23,29 @@ import (
 	"github.com/projector-run/projector/store"
 )
 
-// DefaultURL is the server tests use when TEST_DATABASE_URL is unset.
-const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres"
+// defaultURL is the server tests use when TEST_DATABASE_URL is unset.
+const defaultURL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+// ServerURL returns the URL of the test server itself, as TEST_DATABASE_URL
+// names it (default postgres://postgres@127.0.0.1:5432/postgres), for what
+// a test does to the server rather than in its own database: ending
+// other sessions, ALTER DATABASE. Every test takes its server from here.
+func ServerURL(t testing.TB) string {
+	t.Helper()
+	raw := os.Getenv("TEST_DATABASE_URL")
+	if raw == "" {
+		raw = defaultURL
+	}
+	if _, err := pgx.ParseConfig(raw); err != nil {
+		t.Fatalf("TEST_DATABASE_URL: %v", err)
+	}
+	return raw
+}
 
 // serverConfig is the pgtestdb config of the test server.
 func serverConfig(t testing.TB) pgtestdb.Config {
 	t.Helper()
-	raw := os.Getenv("TEST_DATABASE_URL")
-	if raw == "" {
-		raw = DefaultURL
-	}
-	pc, err := pgx.ParseConfig(raw)
+	pc, err := pgx.ParseConfig(ServerURL(t))
 	if err != nil {
 		t.Fatalf("TEST_DATABASE_URL: %v", err)
 	}
