@@ -1,6 +1,6 @@
 // Package storetest gives each test a fresh, migrated PostgreSQL database
 // cloned from a template (pgtestdb), on the real server named by
-// TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+// TEST_DATABASE_URL (default store.DefaultURL, the local server).
 // There is no fallback: without PostgreSQL the tests fail.
 package storetest
 
@@ -24,10 +24,10 @@ import (
 )
 
 // defaultURL is the server tests use when TEST_DATABASE_URL is unset.
-const defaultURL = "postgres://postgres@127.0.0.1:5432/postgres"
+const defaultURL = store.DefaultURL
 
 // ServerURL returns the URL of the test server itself, as TEST_DATABASE_URL
-// names it (default postgres://postgres@127.0.0.1:5432/postgres), for what
+// names it (default store.DefaultURL, the local server), for what
 // a test does to the server rather than in its own database: ending
 // other sessions, ALTER DATABASE. Every test takes its server from here.
 func ServerURL(t testing.TB) string {
