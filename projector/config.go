@@ -107,8 +107,12 @@ func (c Config) Validate() error {
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
 	}
-	if _, err := sarama.ParseKafkaVersion(c.KafkaVersion); err != nil {
+	if v, err := sarama.ParseKafkaVersion(c.KafkaVersion); err != nil {
 		errs = append(errs, fmt.Errorf("kafka-version: %q is not a Kafka version like 2.8.0", c.KafkaVersion))
+	} else if !v.IsAtLeast(sarama.V0_11_0_0) {
+		// Reading committed data only (transactional producers) needs
+		// the fetch and offset requests of 0.11.
+		errs = append(errs, fmt.Errorf("kafka-version: needs 0.11.0 or later (read_committed), got %s", c.KafkaVersion))
 	}
 	if c.BatchSize < 1 || c.BatchSize > 100_000 {
 		errs = append(errs, fmt.Errorf("batch-size: must be from 1 to 100000, got %d", c.BatchSize))

@@ -42,13 +42,14 @@ type Observer interface {
 }
 
 // WatermarkRecorder is implemented by a Sink that stores each claimed
-// partition's high watermark beside its offset, and when the partition last
-// committed a batch (the zero time: not since the claim started), for the
-// consumer_lag view. The worker calls it from the claim's goroutine between
-// batches, at most every Config.HighWatermarkInterval, never inside a batch
-// transaction.
+// partition's high watermark and last stable offset (lso, -1 when
+// unknown; below the high watermark while a transaction is open) beside
+// its offset, and when the partition last committed a batch (the zero
+// time: not since the claim started), for the consumer_lag view. The
+// worker calls it from the claim's goroutine between batches, at most
+// every Config.HighWatermarkInterval, never inside a batch transaction.
 type WatermarkRecorder interface {
-	RecordHighWatermark(ctx context.Context, l Lease, hwm int64, lastApplied time.Time) error
+	RecordHighWatermark(ctx context.Context, l Lease, hwm, lso int64, lastApplied time.Time) error
 }
 
 // RetryingSince returns when the worker's current streak of transient
@@ -159,10 +160,11 @@ func (m *monitor) batchApplied(b *Batch, res Applied, took time.Duration) {
 // its high watermark at once. Then progressed is called after each commit
 // (by the claim's applier goroutine) and each idle lease check (by the
 // claim's goroutine, only while no batch is in flight), and end when the
-// claim returns, after its applier stopped.
-func (m *monitor) startClaim(ctx context.Context, lease Lease, hwm func() int64, log logrus.FieldLogger) *claimWatch {
+// claim returns, after its applier stopped. lso looks the partition's last
+// stable offset up (-1 when it cannot).
+func (m *monitor) startClaim(ctx context.Context, lease Lease, hwm, lso func() int64, log logrus.FieldLogger) *claimWatch {
 	tp := TopicPartition{lease.Topic, lease.Partition}
-	c := &claimWatch{m: m, tp: tp, lease: lease, hwm: hwm, log: log, loggedAt: time.Now()}
+	c := &claimWatch{m: m, tp: tp, lease: lease, hwm: hwm, lso: lso, log: log, loggedAt: time.Now()}
 	m.mu.Lock()
 	m.claims[tp] = c
 	m.mu.Unlock()
@@ -184,6 +186,7 @@ type claimWatch struct {
 	tp    TopicPartition
 	lease Lease
 	hwm   func() int64
+	lso   func() int64
 	log   logrus.FieldLogger
 
 	hwmAt    time.Time // last high watermark write
@@ -235,12 +238,16 @@ func (c *claimWatch) recordHighWatermark(ctx context.Context, timeout time.Durat
 	if c.m.recorder == nil || hwm < 0 {
 		return
 	}
+	lso := c.lso()
+	if lso > hwm {
+		hwm = lso // sarama's high watermark is as of its last fetch with records
+	}
 	c.m.mu.Lock()
 	applied := c.appliedAt
 	c.m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := c.m.recorder.RecordHighWatermark(ctx, c.lease, hwm, applied); err != nil && ctx.Err() == nil {
+	if err := c.m.recorder.RecordHighWatermark(ctx, c.lease, hwm, lso, applied); err != nil && ctx.Err() == nil {
 		c.log.WithError(err).Debug("record high watermark")
 	}
 }

@@ -149,6 +149,8 @@ func (w *Worker) saramaConfig() *sarama.Config {
 	sc.Version, _ = sarama.ParseKafkaVersion(w.cfg.KafkaVersion) // checked by Validate
 	sc.Metadata.AllowAutoTopicCreation = false
 	sc.Consumer.Return.Errors = true
+	// Committed data only: no message of an aborted transaction (txn.go).
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	// Kafka's committed offsets are never used: positions come from
 	// PostgreSQL in Setup. Nothing is committed to Kafka unless the
 	// stored offsets are mirrored there for lag tools (handler.mirror).
@@ -203,6 +205,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		return ignoreCanceled(ctx, err)
 	}
 
+	// The caught-up check, the last stable offset lookups and the reads
+	// past transaction markers get a client of their own: on the
+	// consumer's connection, each would queue behind a fetch that the
+	// broker holds for up to MaxWaitTime, and the last commit would be
+	// seen late.
+	probe, err := retry(ctx, w, log, "connect to kafka", func() (sarama.Client, error) {
+		return sarama.NewClient(w.cfg.Brokers, w.saramaConfig())
+	})
+	if err != nil {
+		return ignoreCanceled(ctx, err)
+	}
+	defer probe.Close() // after the group: ending claims store the last one
+
 	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
 	if err != nil {
 		return fmt.Errorf("create consumer group: %w", err)
@@ -216,22 +231,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { _ = group.Close(); <-errsDone }()
 
-	// The caught-up check gets a client of its own: on the consumer's
-	// connection, each offset lookup would queue behind a fetch that the
-	// broker holds for up to MaxWaitTime, and the last commit would be
-	// seen late.
-	var probe sarama.Client
-	if w.cfg.UntilCaughtUp {
-		probe, err = retry(ctx, w, log, "connect to kafka", func() (sarama.Client, error) {
-			return sarama.NewClient(w.cfg.Brokers, w.saramaConfig())
-		})
-		if err != nil {
-			return ignoreCanceled(ctx, err)
-		}
-		defer probe.Close()
-	}
-
-	h := &handler{w: w, client: client, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
+	h := &handler{w: w, client: client, probe: probe, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
 	g, gctx := errgroup.WithContext(ctx)
 	if r, ok := w.sink.(Reaper); ok {
 		g.Go(func() error {
@@ -323,18 +323,28 @@ func topicsExist(client sarama.Client, topics []string) error {
 // stored offset at its high watermark (an empty partition with no stored
 // row counts as caught up). A stored offset past the high watermark is
 // not caught up: the broker lost messages, and the claim must reposition
-// and report it first.
+// and report it first. A partition with an open transaction is not caught
+// up either: its last stable offset is below its high watermark, and what
+// the transaction wrote, and everything after it, is read once it ends.
+// That wait is logged once per partition and last stable offset.
 func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, client sarama.Client, nudge <-chan struct{}) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	var logged behind // the open transaction last logged
 	for {
-		ok, err := w.caughtUp(ctx, client)
+		ok, b, err := w.caughtUp(ctx, client)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.WithError(err).Warn("check whether caught up")
 		case ok:
 			log.WithField("events", w.stats.Events.Load()).Info("caught up with every partition's high watermark")
 			return nil
+		case b.openTxn() && (b.tp != logged.tp || b.lso != logged.lso):
+			logged = b
+			log.WithFields(logrus.Fields{
+				"topic": b.tp.Topic, "partition": b.tp.Partition, "offset": b.next,
+				"last_stable_offset": b.lso, "high_watermark": b.hwm,
+			}).Info("waiting on an open transaction: everything before its first offset (the last stable offset) is applied; what follows is read once it commits or aborts")
 		}
 		select {
 		case <-ctx.Done():
@@ -345,38 +355,55 @@ func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, clien
 	}
 }
 
-func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, error) {
+// behind is a partition that is not caught up: where its stored offset
+// is (the log start when it has none), its last stable offset and its
+// high watermark.
+type behind struct {
+	tp             TopicPartition
+	next, lso, hwm int64
+}
+
+// openTxn reports whether the partition waits on an open transaction:
+// everything a read-committed consumer can read is applied.
+func (b behind) openTxn() bool { return b.lso < b.hwm && b.next >= b.lso }
+
+// caughtUp reports whether every partition is caught up, and if not, the
+// first partition found behind.
+func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, behind, error) {
 	stored, err := w.sink.StoredOffsets(ctx, w.cfg.Group)
 	if err != nil {
-		return false, err
+		return false, behind{}, err
 	}
 	for _, t := range w.cfg.Topics {
 		parts, err := client.Partitions(t)
 		if err != nil {
-			return false, err
+			return false, behind{}, err
 		}
 		for _, p := range parts {
 			hwm, err := client.GetOffset(t, p, sarama.OffsetNewest)
 			if err != nil {
-				return false, err
+				return false, behind{}, err
 			}
 			next, ok := stored[TopicPartition{t, p}]
 			if ok && next == hwm {
 				continue
 			}
 			if !ok {
-				oldest, err := client.GetOffset(t, p, sarama.OffsetOldest)
-				if err != nil {
-					return false, err
+				if next, err = client.GetOffset(t, p, sarama.OffsetOldest); err != nil {
+					return false, behind{}, err
 				}
-				if oldest == hwm {
+				if next == hwm {
 					continue
 				}
 			}
-			return false, nil
+			lso, err := LastStableOffset(client, t, p)
+			if err != nil {
+				return false, behind{}, err
+			}
+			return false, behind{tp: TopicPartition{t, p}, next: next, lso: lso, hwm: hwm}, nil
 		}
 	}
-	return true, nil
+	return true, behind{}, nil
 }
 
 // handler is the sarama consumer-group handler: Setup takes the leases and
@@ -385,6 +412,9 @@ func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, erro
 type handler struct {
 	w      *Worker
 	client sarama.Client
+	// probe is a client of its own for last stable offsets and the
+	// reads past transaction markers (skipPast).
+	probe sarama.Client
 
 	mu     sync.Mutex
 	leases map[TopicPartition]Lease
@@ -453,7 +483,15 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		}
 		h.mirror(sess, tp, lease.NextOffset)
 	}
-	watch := w.mon.startClaim(ctx, lease, claim.HighWaterMarkOffset, log)
+	lso := func() int64 {
+		off, err := LastStableOffset(h.probe, tp.Topic, tp.Partition)
+		if err != nil {
+			log.WithError(err).Debug("look up last stable offset")
+			return -1
+		}
+		return off
+	}
+	watch := w.mon.startClaim(ctx, lease, claim.HighWaterMarkOffset, lso, log)
 	defer watch.end(ctx)
 
 	// Two batches take turns: while one is applied in the background, the
@@ -491,6 +529,10 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			if r.err != nil {
 				return h.endClaim(log, r.err)
 			}
+			if r.skip {
+				// The batch filling now starts where the skip ended.
+				b.Lease.NextOffset = r.b.End
+			}
 			r.b.Reset()
 			spare = r.b
 		case <-leaseTick.C:
@@ -503,8 +545,19 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			}
 			if err != nil {
 				log.WithError(err).Debug("check lease")
-			} else {
-				watch.progressed(ctx, b.Lease.NextOffset)
+				continue
+			}
+			watch.progressed(ctx, b.Lease.NextOffset)
+			if len(msgs) == 0 && b.Lease.NextOffset < claim.HighWaterMarkOffset() {
+				// Idle below the high watermark: what sarama fetched
+				// past the stored offset may be transaction markers
+				// and aborted messages, which it does not deliver.
+				// The applier looks, in turn with the batches, and
+				// moves the offset past them (skipPast).
+				spare.Lease = b.Lease
+				spare.End = b.Lease.NextOffset
+				ap.todo <- pending{b: spare, skip: true}
+				spare = nil
 			}
 		case m, ok := <-in:
 			if !ok {
@@ -541,7 +594,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			timerC = nil
 		}
 		waited = false
-		ap.todo <- b
+		ap.todo <- pending{b: b}
 		next := spare
 		spare = nil
 		next.Lease = b.Lease
@@ -553,7 +606,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 // applier applies a claim's batches in order, one at a time, in a
 // goroutine of its own.
 type applier struct {
-	todo chan *Batch
+	todo chan pending
 	// done returns each batch once applied, with the error that ends the
 	// claim if it failed; after an error the applier takes no more.
 	done chan applied
@@ -562,24 +615,40 @@ type applier struct {
 }
 
 type applied struct {
-	b   *Batch
-	err error
+	b    *Batch
+	skip bool
+	err  error
+}
+
+// pending is a batch for the applier to apply, or, with skip, an empty
+// batch at the claim's stored offset for it to move past transaction
+// markers and aborted messages (skipPast), ending at the new offset.
+type pending struct {
+	b    *Batch
+	skip bool
 }
 
 func newApplier(h *handler, sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, watch *claimWatch, log logrus.FieldLogger) *applier {
-	ap := &applier{todo: make(chan *Batch, 1), done: make(chan applied, 1), quit: make(chan struct{})}
+	ap := &applier{todo: make(chan pending, 1), done: make(chan applied, 1), quit: make(chan struct{})}
 	ctx := sess.Context()
 	tp := TopicPartition{claim.Topic(), claim.Partition()}
 	ap.wg.Go(func() {
 		for {
-			var b *Batch
+			var p pending
 			select {
 			case <-ap.quit:
 				return
-			case b = <-ap.todo:
+			case p = <-ap.todo:
 			}
-			err := h.apply(ctx, log, b)
-			if err == nil {
+			b := p.b
+			from := b.Lease.NextOffset
+			var err error
+			if p.skip {
+				err = h.skipPast(ctx, log, b)
+			} else {
+				err = h.apply(ctx, log, b)
+			}
+			if err == nil && b.End > from {
 				h.mirror(sess, tp, b.End)
 				watch.progressed(ctx, b.End)
 				if b.End >= claim.HighWaterMarkOffset() {
@@ -589,7 +658,7 @@ func newApplier(h *handler, sess sarama.ConsumerGroupSession, claim sarama.Consu
 					}
 				}
 			}
-			ap.done <- applied{b, err}
+			ap.done <- applied{b, p.skip, err}
 			if err != nil {
 				return
 			}
@@ -660,6 +729,35 @@ func (h *handler) reposition(ctx context.Context, log logrus.FieldLogger, lease 
 		}
 		return l, err
 	})
+}
+
+// skipPast moves the stored offset of an idle claim, b's lease, past the
+// transaction markers and aborted messages that follow it, if any: it reads
+// the partition from there as a read-committed consumer does
+// (NextDeliverable) and applies b, with no messages, up to the first
+// message that such a consumer delivers, or up to where the markers and
+// aborted messages end (at most the last stable offset). The move is
+// fenced like any batch. b.End is the claim's offset afterwards. A read
+// that fails is logged and tried at the next idle lease check.
+//
+// sarama delivers that message later, and the batch that holds it then
+// moves the offset on from b.End: at most one batch of the claim is in
+// flight, and each starts where the one before it ended.
+func (h *handler) skipPast(ctx context.Context, log logrus.FieldLogger, b *Batch) error {
+	from := b.Lease.NextOffset
+	b.End = from
+	next, lso, err := NextDeliverable(h.probe, b.Lease.Topic, b.Lease.Partition, from)
+	if err != nil {
+		log.WithError(err).WithField("offset", from).Debug("read past transaction markers")
+		return nil
+	}
+	if next <= from {
+		return nil
+	}
+	b.End = next
+	log.WithFields(logrus.Fields{"offset": from, "end_offset": next, "last_stable_offset": lso}).
+		Debug("moving the offset past transaction markers and aborted messages")
+	return h.apply(ctx, log, b)
 }
 
 // apply applies a batch, retrying transient failures. A batch that

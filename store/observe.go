@@ -11,22 +11,23 @@ import (
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
-// RecordHighWatermark stores a claimed partition's high watermark beside
-// its offset, for the consumer_lag view, and lastApplied, when the claim
+// RecordHighWatermark stores a claimed partition's high watermark and last
+// stable offset (lso; -1: unknown, stored as NULL) beside its offset, for
+// the consumer_lag view, and lastApplied, when the claim
 // last committed a batch (the zero time: not yet, keep the stored one). It
 // is sent as a duration before the server's now(), so the worker's and the
 // server's clocks need not agree. One UPDATE outside any batch transaction,
 // and it writes only while l is the partition's current lease (a lost lease
 // writes nothing and is not an error: the fence reports it). Nothing
 // positions from the stored values.
-func (s *Store) RecordHighWatermark(ctx context.Context, l projector.Lease, hwm int64, lastApplied time.Time) error {
+func (s *Store) RecordHighWatermark(ctx context.Context, l projector.Lease, hwm, lso int64, lastApplied time.Time) error {
 	var ago pgtype.Int8
 	if !lastApplied.IsZero() {
 		ago = pgtype.Int8{Int64: max(time.Since(lastApplied).Milliseconds(), 0), Valid: true}
 	}
 	_, err := s.q.RecordHighWatermark(ctx, s.pool, dbsqlc.RecordHighWatermarkParams{
 		GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, LeaseEpoch: l.Epoch,
-		HighWatermark: hwm, AppliedAgoMs: ago,
+		HighWatermark: hwm, AppliedAgoMs: ago, LastStableOffset: pgtype.Int8{Int64: lso, Valid: lso >= 0},
 	})
 	if err != nil {
 		return fmt.Errorf("record high watermark of %s/%d: %w", l.Topic, l.Partition, classify(err))

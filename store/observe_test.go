@@ -43,7 +43,7 @@ func TestRecordHighWatermarkAndConsumerLag(t *testing.T) {
 	require.Nil(t, l.Lag)
 	require.Nil(t, l.LastApplied)
 
-	require.NoError(t, st.RecordHighWatermark(ctx, lease, 10, time.Time{}))
+	require.NoError(t, st.RecordHighWatermark(ctx, lease, 10, -1, time.Time{}))
 	l = readLag(t, st, 0)
 	require.Equal(t, int64(10), *l.HWM)
 	require.Equal(t, int64(10), *l.Lag)
@@ -64,19 +64,19 @@ func TestRecordHighWatermarkAndConsumerLag(t *testing.T) {
 	// The batch committed 90 seconds ago by the worker's clock: stored as
 	// that long before the server's now.
 	applied := time.Now().Add(-90 * time.Second)
-	require.NoError(t, st.RecordHighWatermark(ctx, lease, 10, applied))
+	require.NoError(t, st.RecordHighWatermark(ctx, lease, 10, -1, applied))
 	l = readLag(t, st, 0)
 	require.WithinDuration(t, applied, *l.LastApplied, 5*time.Second)
 	require.InDelta(t, 90, *l.Seconds, 5)
 	// No batch since the claim started: the stored time stays.
-	require.NoError(t, st.RecordHighWatermark(ctx, lease, 10, time.Time{}))
+	require.NoError(t, st.RecordHighWatermark(ctx, lease, 10, -1, time.Time{}))
 	require.Equal(t, *l.LastApplied, *readLag(t, st, 0).LastApplied)
 
 	// A high watermark older than the stored offset (it is stored every
 	// few seconds, the offset with every batch) is no negative lag: the
 	// partition's high watermark is at least the stored offset.
 	lease.NextOffset = 3
-	require.NoError(t, st.RecordHighWatermark(ctx, lease, 2, time.Time{}))
+	require.NoError(t, st.RecordHighWatermark(ctx, lease, 2, -1, time.Time{}))
 	l = readLag(t, st, 0)
 	require.Zero(t, *l.Lag)
 	require.Equal(t, int64(3), *l.HWM)
@@ -84,7 +84,7 @@ func TestRecordHighWatermarkAndConsumerLag(t *testing.T) {
 	// A worker that lost the lease writes nothing.
 	_, err = st.Claim(ctx, group, topic, 0, 0, "other")
 	require.NoError(t, err)
-	require.NoError(t, st.RecordHighWatermark(ctx, lease, 1000, time.Now()))
+	require.NoError(t, st.RecordHighWatermark(ctx, lease, 1000, -1, time.Now()))
 	l = readLag(t, st, 0)
 	require.Equal(t, int64(3), *l.HWM)
 	require.InDelta(t, 90, *l.Seconds, 5)
@@ -406,7 +406,7 @@ func TestGrafanaDashboardQueriesRun(t *testing.T) {
 	st := storetest.New(t)
 	loadKnownData(t, st)
 	lease := claim(t, st, 0)
-	require.NoError(t, st.RecordHighWatermark(context.Background(), lease, 5, time.Now()))
+	require.NoError(t, st.RecordHighWatermark(context.Background(), lease, 5, -1, time.Now()))
 
 	expand := func(sql string) string {
 		return grafanaMacro.ReplaceAllStringFunc(sql, func(m string) string {

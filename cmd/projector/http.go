@@ -123,6 +123,8 @@ func kafkaCheck(brokers, topics []string, version sarama.KafkaVersion) readyChec
 	sc := sarama.NewConfig()
 	sc.ClientID = "projector-readyz"
 	sc.Version = version
+	// Committed data only, as every client of the worker (projector/txn.go).
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	sc.Net.DialTimeout = probeTimeout
 	sc.Net.ReadTimeout = probeTimeout
 	sc.Net.WriteTimeout = probeTimeout

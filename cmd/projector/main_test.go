@@ -116,7 +116,7 @@ func TestMigrateUpStatusDown(t *testing.T) {
 
 	code, out, stderr = runCLI(t, "--database-url", url, "migrate", "down")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, out, "rolled back 00003_dead_letters_superseded.sql")
+	require.Contains(t, out, "rolled back 00004_last_stable_offset.sql")
 }
 
 func TestHelpNamesEveryFlagAndVariable(t *testing.T) {

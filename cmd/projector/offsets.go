@@ -77,6 +77,8 @@ func (a *app) connectBroker(cmd *cli.Command, topics []string) (*broker, error) 
 	sc.ClientID = "projector"
 	sc.Version, _ = sarama.ParseKafkaVersion(cfg.KafkaVersion) // checked by Validate
 	sc.Metadata.AllowAutoTopicCreation = false
+	// Committed data only, as every client of the worker (projector/txn.go).
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	sc.Net.DialTimeout = 10 * time.Second
 	sc.Metadata.Retry.Max = 2
 	client, err := sarama.NewClient(cfg.Brokers, sc)
@@ -103,15 +105,20 @@ func (b *broker) partitions(topic string) ([]int32, error) {
 	return parts, nil
 }
 
-// logRange returns a partition's log start offset and high watermark.
-func (b *broker) logRange(topic string, p int32) (start, hwm int64, err error) {
+// logRange returns a partition's log start offset, last stable offset
+// (below the high watermark while a transaction is open: a read-committed
+// consumer reads nothing from there until it ends) and high watermark.
+func (b *broker) logRange(topic string, p int32) (start, lso, hwm int64, err error) {
 	if start, err = b.client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
-		return 0, 0, fmt.Errorf("look up log start of %s/%d: %w", topic, p, err)
+		return 0, 0, 0, fmt.Errorf("look up log start of %s/%d: %w", topic, p, err)
 	}
 	if hwm, err = b.client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
-		return 0, 0, fmt.Errorf("look up high watermark of %s/%d: %w", topic, p, err)
+		return 0, 0, 0, fmt.Errorf("look up high watermark of %s/%d: %w", topic, p, err)
 	}
-	return start, hwm, nil
+	if lso, err = projector.LastStableOffset(b.client, topic, p); err != nil {
+		return 0, 0, 0, fmt.Errorf("look up last stable offset of %s/%d: %w", topic, p, err)
+	}
+	return start, min(lso, hwm), hwm, nil
 }
 
 // partitionOffsets is one row of offsets show.
@@ -119,13 +126,16 @@ type partitionOffsets struct {
 	Topic     string `json:"topic"`
 	Partition int32  `json:"partition"`
 	// NextOffset is nil when the group has no stored offset for it.
-	NextOffset     *int64     `json:"next_offset"`
-	LogStartOffset int64      `json:"log_start_offset"`
-	HighWatermark  int64      `json:"high_watermark"`
-	Lag            int64      `json:"lag"`
-	UpdatedAt      *time.Time `json:"updated_at"`
-	Owner          string     `json:"lease_owner,omitempty"`
-	Note           string     `json:"note,omitempty"`
+	NextOffset     *int64 `json:"next_offset"`
+	LogStartOffset int64  `json:"log_start_offset"`
+	HighWatermark  int64  `json:"high_watermark"`
+	// LastStableOffset is below HighWatermark while a transaction is
+	// open; Lag counts to it, what a read-committed consumer can read.
+	LastStableOffset int64      `json:"last_stable_offset"`
+	Lag              int64      `json:"lag"`
+	UpdatedAt        *time.Time `json:"updated_at"`
+	Owner            string     `json:"lease_owner,omitempty"`
+	Note             string     `json:"note,omitempty"`
 }
 
 func (a *app) offsetsShow(ctx context.Context, cmd *cli.Command) error {
@@ -165,11 +175,11 @@ func (a *app) offsetsShow(ctx context.Context, cmd *cli.Command) error {
 			return err
 		}
 		for _, p := range parts {
-			start, hwm, err := b.logRange(t, p)
+			start, lso, hwm, err := b.logRange(t, p)
 			if err != nil {
 				return err
 			}
-			po := partitionOffsets{Topic: t, Partition: p, LogStartOffset: start, HighWatermark: hwm}
+			po := partitionOffsets{Topic: t, Partition: p, LogStartOffset: start, HighWatermark: hwm, LastStableOffset: lso}
 			r, ok := stored[projector.TopicPartition{Topic: t, Partition: p}]
 			next := start
 			switch {
@@ -183,10 +193,14 @@ func (a *app) offsetsShow(ctx context.Context, cmd *cli.Command) error {
 			default:
 				next = r.NextOffset
 			}
+			if lso < hwm {
+				open := fmt.Sprintf("open transaction from offset %d: lag counts to it; the %d offsets after it are read once it ends", lso, hwm-lso)
+				po.Note = strings.TrimPrefix(po.Note+"; "+open, "; ")
+			}
 			if ok {
 				po.NextOffset, po.UpdatedAt, po.Owner = &r.NextOffset, &r.UpdatedAt, r.LeaseOwner
 			}
-			po.Lag = hwm - next
+			po.Lag = max(lso-next, 0)
 			total += po.Lag
 			out = append(out, po)
 		}
@@ -199,7 +213,7 @@ func (a *app) offsetsShow(ctx context.Context, cmd *cli.Command) error {
 	notes := slices.ContainsFunc(out, func(po partitionOffsets) bool { return po.Note != "" })
 	fmt.Fprintf(a.stdout, "group %s\n", group)
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprint(tw, "TOPIC\tPARTITION\tNEXT OFFSET\tLOG START\tHIGH WATERMARK\tLAG\tUPDATED AT")
+	fmt.Fprint(tw, "TOPIC\tPARTITION\tNEXT OFFSET\tLOG START\tHIGH WATERMARK\tLAST STABLE\tLAG\tUPDATED AT")
 	if notes {
 		fmt.Fprint(tw, "\tNOTE")
 	}
@@ -209,7 +223,7 @@ func (a *app) offsetsShow(ctx context.Context, cmd *cli.Command) error {
 		if po.NextOffset != nil {
 			next, at = strconv.FormatInt(*po.NextOffset, 10), po.UpdatedAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s", po.Topic, po.Partition, next, po.LogStartOffset, po.HighWatermark, po.Lag, at)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s", po.Topic, po.Partition, next, po.LogStartOffset, po.HighWatermark, po.LastStableOffset, po.Lag, at)
 		if notes {
 			fmt.Fprintf(tw, "\t%s", po.Note)
 		}
@@ -250,24 +264,30 @@ func parseResetTo(s string) (resetTo, error) {
 }
 
 // resolve returns the offset that to means for one partition, given its
-// log range. An offset outside the log is out of range (ok false).
-func (b *broker) resolve(to resetTo, topic string, p int32, start, hwm int64) (offset int64, ok bool, err error) {
+// log range. An offset outside the log is out of range (ok false). Latest
+// and times are as a read-committed consumer sees the log: latest is the
+// last stable offset (a transaction still open may commit: its messages
+// must not be skipped), and a time is the first message stamped at or
+// after it below the last stable offset, the last stable offset when
+// there is none. An offset that falls on a transaction marker or inside
+// an aborted transaction is fine: workers skip those offsets.
+func (b *broker) resolve(to resetTo, topic string, p int32, start, lso, hwm int64) (offset int64, ok bool, err error) {
 	switch to.kind {
 	case "earliest":
 		return start, true, nil
 	case "latest":
-		return hwm, true, nil
+		return lso, true, nil
 	case "offset":
 		return to.offset, to.offset >= start && to.offset <= hwm, nil
 	}
 	// The first message stamped at or after the time; -1 when there is
 	// none. Times before 1970 mean the log start (-1 and -2 are special).
-	off, err := b.client.GetOffset(topic, p, max(to.at.UnixMilli(), 0))
+	off, err := projector.ListOffset(b.client, topic, p, max(to.at.UnixMilli(), 0))
 	if err != nil {
 		return 0, false, fmt.Errorf("look up the offset of %s/%d at %s: %w", topic, p, to.at.Format(time.RFC3339Nano), err)
 	}
-	if off < 0 {
-		off = hwm
+	if off < 0 || off > lso {
+		off = lso
 	}
 	return max(off, start), true, nil
 }
@@ -316,11 +336,11 @@ func (a *app) offsetsReset(ctx context.Context, cmd *cli.Command) error {
 			parts = []int32{int32(partition)}
 		}
 		for _, p := range parts {
-			start, hwm, err := b.logRange(t, p)
+			start, lso, hwm, err := b.logRange(t, p)
 			if err != nil {
 				return err
 			}
-			off, ok, err := b.resolve(to, t, p, start, hwm)
+			off, ok, err := b.resolve(to, t, p, start, lso, hwm)
 			if err != nil {
 				return err
 			}

@@ -85,9 +85,9 @@ func TestOffsetsShowTableAndJSON(t *testing.T) {
 
 	code, out, stderr := w.cli("--topics", testTopic+",other-events", "offsets", "show")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, out, "TOPIC            PARTITION  NEXT OFFSET  LOG START  HIGH WATERMARK  LAG")
+	require.Contains(t, out, "TOPIC            PARTITION  NEXT OFFSET  LOG START  HIGH WATERMARK  LAST STABLE  LAG")
 	require.Contains(t, out, fmt.Sprintf("total lag %d messages", len(more)))
-	require.Regexp(t, `other-events\s+1\s+-\s+0\s+0\s+0\s+-\s+no stored offset`, out)
+	require.Regexp(t, `other-events\s+1\s+-\s+0\s+0\s+0\s+0\s+-\s+no stored offset`, out)
 
 	code, out, stderr = w.cli("--topics", testTopic+",other-events", "offsets", "show", "--output", "json")
 	require.Equal(t, 0, code, stderr)
@@ -101,6 +101,7 @@ func TestOffsetsShowTableAndJSON(t *testing.T) {
 		require.NotNil(t, r.UpdatedAt)
 		require.WithinDuration(t, time.Now(), *r.UpdatedAt, time.Minute)
 		require.Equal(t, hwm[r.Partition], r.HighWatermark)
+		require.Equal(t, r.HighWatermark, r.LastStableOffset, "no transaction open")
 		require.Equal(t, r.HighWatermark-*r.NextOffset, r.Lag)
 		lag += r.Lag
 	}

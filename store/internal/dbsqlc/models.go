@@ -32,19 +32,21 @@ type ConsumerLag struct {
 	HighWatermarkAt         pgtype.Timestamptz
 	UpdatedAt               pgtype.Timestamptz
 	LeaseOwner              string
+	LastStableOffset        interface{}
 }
 
 type ConsumerOffset struct {
-	GroupID         string
-	Topic           string
-	Partition       int32
-	NextOffset      int64
-	LeaseEpoch      int64
-	LeaseOwner      string
-	UpdatedAt       pgtype.Timestamptz
-	HighWatermark   pgtype.Int8
-	HighWatermarkAt pgtype.Timestamptz
-	LastAppliedAt   pgtype.Timestamptz
+	GroupID          string
+	Topic            string
+	Partition        int32
+	NextOffset       int64
+	LeaseEpoch       int64
+	LeaseOwner       string
+	UpdatedAt        pgtype.Timestamptz
+	HighWatermark    pgtype.Int8
+	HighWatermarkAt  pgtype.Timestamptz
+	LastAppliedAt    pgtype.Timestamptz
+	LastStableOffset pgtype.Int8
 }
 
 type DeadLetter struct {

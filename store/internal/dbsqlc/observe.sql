@@ -2,13 +2,14 @@
 -- migrations/00002_observability.sql).
 
 -- name: RecordHighWatermark :execrows
--- Stores a claimed partition's high watermark beside its offset, and when
--- it last committed a batch (@applied_ago_ms before now, on the server's
--- clock; NULL: keep), outside any batch transaction, only while the lease
--- is the caller's. It changes neither next_offset nor lease_epoch, so no
--- fence notices it.
+-- Stores a claimed partition's high watermark and last stable offset
+-- (NULL: unknown) beside its offset, and when it last committed a batch
+-- (@applied_ago_ms before now, on the server's clock; NULL: keep), outside
+-- any batch transaction, only while the lease is the caller's. It changes
+-- neither next_offset nor lease_epoch, so no fence notices it.
 UPDATE consumer_offsets
 SET high_watermark = @high_watermark::bigint,
+    last_stable_offset = sqlc.narg(last_stable_offset)::bigint,
     high_watermark_at = now(),
     last_applied_at = GREATEST(last_applied_at, now() - sqlc.narg(applied_ago_ms)::bigint * interval '1 millisecond')
 WHERE group_id = @group_id AND topic = @topic AND partition = @partition

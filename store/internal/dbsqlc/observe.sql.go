@@ -15,31 +15,34 @@ const recordHighWatermark = `-- name: RecordHighWatermark :execrows
 
 UPDATE consumer_offsets
 SET high_watermark = $1::bigint,
+    last_stable_offset = $2::bigint,
     high_watermark_at = now(),
-    last_applied_at = GREATEST(last_applied_at, now() - $2::bigint * interval '1 millisecond')
-WHERE group_id = $3 AND topic = $4 AND partition = $5
-  AND lease_epoch = $6
+    last_applied_at = GREATEST(last_applied_at, now() - $3::bigint * interval '1 millisecond')
+WHERE group_id = $4 AND topic = $5 AND partition = $6
+  AND lease_epoch = $7
 `
 
 type RecordHighWatermarkParams struct {
-	HighWatermark int64
-	AppliedAgoMs  pgtype.Int8
-	GroupID       string
-	Topic         string
-	Partition     int32
-	LeaseEpoch    int64
+	HighWatermark    int64
+	LastStableOffset pgtype.Int8
+	AppliedAgoMs     pgtype.Int8
+	GroupID          string
+	Topic            string
+	Partition        int32
+	LeaseEpoch       int64
 }
 
 // Observability: the high watermarks behind the consumer_lag view (see
 // migrations/00002_observability.sql).
-// Stores a claimed partition's high watermark beside its offset, and when
-// it last committed a batch (@applied_ago_ms before now, on the server's
-// clock; NULL: keep), outside any batch transaction, only while the lease
-// is the caller's. It changes neither next_offset nor lease_epoch, so no
-// fence notices it.
+// Stores a claimed partition's high watermark and last stable offset
+// (NULL: unknown) beside its offset, and when it last committed a batch
+// (@applied_ago_ms before now, on the server's clock; NULL: keep), outside
+// any batch transaction, only while the lease is the caller's. It changes
+// neither next_offset nor lease_epoch, so no fence notices it.
 func (q *Queries) RecordHighWatermark(ctx context.Context, db DBTX, arg RecordHighWatermarkParams) (int64, error) {
 	result, err := db.Exec(ctx, recordHighWatermark,
 		arg.HighWatermark,
+		arg.LastStableOffset,
 		arg.AppliedAgoMs,
 		arg.GroupID,
 		arg.Topic,
