@@ -85,6 +85,10 @@ type FailingWorkflow struct {
 	FailingWorkflowsBetween interface{}
 }
 
+type FlakyStep struct {
+	FlakyStepsBetween interface{}
+}
+
 type RunningRun struct {
 	WorkflowRunID         string
 	WorkflowID            string
@@ -103,6 +107,10 @@ type RunsPerHour struct {
 	Hour   interface{}
 	Status string
 	Runs   int64
+}
+
+type StepDuration struct {
+	StepDurationsBetween interface{}
 }
 
 type WorkflowEvent struct {
@@ -145,4 +153,23 @@ type WorkflowRun struct {
 
 type WorkflowStat struct {
 	WorkflowStatsBetween interface{}
+}
+
+type WorkflowStep struct {
+	WorkflowRunID   string
+	Attempt         int32
+	StepID          string
+	WorkflowID      string
+	Source          string
+	Status          string
+	StartedAt       pgtype.Timestamptz
+	FinishedAt      pgtype.Timestamptz
+	DurationMs      pgtype.Int8
+	Error           pgtype.Text
+	EventCount      int64
+	FirstEventAt    pgtype.Timestamptz
+	LastEventAt     pgtype.Timestamptz
+	UpdatedAt       pgtype.Timestamptz
+	LatestEventID   string
+	DecidingEventID pgtype.Text
 }
