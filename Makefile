@@ -47,6 +47,7 @@ check: $(SQLC) ## go vet, gofmt and a staleness check of the sqlc-generated code
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test ./projector -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombine$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombineSteps$$' -fuzztime $(FUZZTIME)
 
 BENCH_DATABASE_URL ?= $(DATABASE_URL)
 BENCH_EVENTS ?= 1000000

@@ -162,7 +162,9 @@ func (s *jsonScanner) event() (Event, error) {
 	if f[fEventType].kind == kindString {
 		t := buf[off[fEventType][0]:off[fEventType][1]]
 		isStep = stepType(t)
-		isFailed = string(t) == TypeRunFailed
+		// data.error is captured for both failure types: run.failed (the
+		// run's error) and step.failed (the step's error).
+		isFailed = string(t) == TypeRunFailed || string(t) == TypeStepFailed
 	}
 
 	// missing_field, in the fixed order.

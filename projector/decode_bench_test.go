@@ -18,6 +18,12 @@ var benchStepEvent = []byte(`{"event_id":"c2f1e0d9-1111-4b2a-8c3d-9e8f7a6b5c4d",
 	`"source":"airflow","workflow_id":"etl_daily","workflow_run_id":"scheduled__2024-05-06T00:00:00+00:00",` +
 	`"step_id":"extract_orders","timestamp":"2024-05-06T00:12:34.567Z","attempt":1}`)
 
+// benchStepFailedEvent is a step.failed event with a data.error.
+var benchStepFailedEvent = []byte(`{"event_id":"d3a2f1e0-2222-4c3b-9d4e-0f9a8b7c6d5e","event_type":"step.failed",` +
+	`"source":"airflow","workflow_id":"etl_daily","workflow_run_id":"scheduled__2024-05-06T00:00:00+00:00",` +
+	`"step_id":"load_orders","timestamp":"2024-05-06T00:13:01.002Z","attempt":1,` +
+	`"data":{"error":"psycopg2.OperationalError: server closed the connection unexpectedly","try_number":3}}`)
+
 func BenchmarkDecode(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
@@ -25,6 +31,7 @@ func BenchmarkDecode(b *testing.B) {
 	}{
 		{"run_event", benchRunEvent},
 		{"step_event", benchStepEvent},
+		{"step_failed_event", benchStepFailedEvent},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			if _, err := Decode(bc.value); err != nil {

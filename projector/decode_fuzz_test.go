@@ -144,7 +144,7 @@ func fuzzCompareWithEncodingJSON(t *testing.T, value []byte, e Event) {
 		}
 	}
 	var wantErr *string
-	if d, ok := m["data"].(map[string]any); ok && e.EventType == TypeRunFailed {
+	if d, ok := m["data"].(map[string]any); ok && (e.EventType == TypeRunFailed || e.EventType == TypeStepFailed) {
 		if s, ok := d["error"].(string); ok {
 			wantErr = &s
 		}

@@ -453,6 +453,15 @@ func decodeCases() []decodeCase {
 		decodeCase{name: "run.failed with null data", in: E("event_type", `"run.failed"`, "data", "null"), check: decNoError},
 		decodeCase{name: "run.failed with top-level error", in: E("event_type", `"run.failed"`, "error", `"x"`), check: decNoError},
 		decodeCase{name: "data.error ignored on run.succeeded", in: E("event_type", `"run.succeeded"`, "data", `{"error":"x"}`), check: decNoError},
+		decodeCase{name: "step.failed with data.error", in: E("event_type", `"step.failed"`, "step_id", `"test"`, "data", `{"error":"exit \u0031"}`), check: func(t *testing.T, e Event) {
+			require.True(t, e.HasError)
+			require.Equal(t, "exit 1", e.Error)
+			require.Equal(t, "test", e.StepID)
+		}},
+		decodeCase{name: "step.failed with numeric data.error", in: E("event_type", `"step.failed"`, "step_id", `"test"`, "data", `{"error":1}`), check: decNoError},
+		decodeCase{name: "step.failed without data", in: E("event_type", `"step.failed"`, "step_id", `"test"`), check: decNoError},
+		decodeCase{name: "data.error ignored on step.succeeded", in: E("event_type", `"step.succeeded"`, "step_id", `"test"`, "data", `{"error":"x"}`), check: decNoError},
+		decodeCase{name: "data.error ignored on step.skipped", in: E("event_type", `"step.skipped"`, "step_id", `"test"`, "data", `{"error":"x"}`), check: decNoError},
 		decodeCase{name: "escaped error key", in: E("event_type", `"run.failed"`, "data", `{"\u0065rror":"x"}`), check: func(t *testing.T, e Event) {
 			require.True(t, e.HasError)
 			require.Equal(t, "x", e.Error)
@@ -554,7 +563,7 @@ func decCheckContract(t testing.TB, e Event) {
 	require.Equal(t, time.UTC, e.Timestamp.Location())
 	require.Zero(t, e.Timestamp.Nanosecond()%1000)
 	if e.HasError {
-		require.Equal(t, TypeRunFailed, e.EventType)
+		require.Contains(t, []string{TypeRunFailed, TypeStepFailed}, e.EventType)
 		require.True(t, utf8.ValidString(e.Error))
 	} else {
 		require.Empty(t, e.Error)

@@ -53,8 +53,10 @@ type Event struct {
 	Attempt int32
 	// StepID is set for step.* events only.
 	StepID string
-	// Error is data.error when the event is run.failed and data.error is a
-	// JSON string; HasError tells whether it was.
+	// Error is data.error when the event is run.failed or step.failed and
+	// data.error is a JSON string; HasError tells whether it was. The run
+	// projection reads it of run.failed only, the steps projection of
+	// step.failed only.
 	Error    string
 	HasError bool
 	// Payload is the whole event as received: valid UTF-8 JSON that

@@ -72,11 +72,18 @@ func nullTimeEqual(a, b sql.NullTime) bool {
 // (floor, also when negative, i.e. when the run finished before it
 // started), and false unless both are set. It is exact over the whole
 // time.Time range (no time.Duration saturation).
-func (r Run) DurationMS() (int64, bool) {
-	if !r.StartedAt.Valid || !r.FinishedAt.Valid {
+func (r Run) DurationMS() (int64, bool) { return durationMS(r.StartedAt, r.FinishedAt) }
+
+// durationMS is finished - started in whole milliseconds rounded down
+// (floor, also when negative), and false unless both are set: the
+// duration_ms of every projection. It is exact over the whole time.Time
+// range (no time.Duration saturation), like the SQL column
+// floor(extract(epoch FROM finished_at - started_at) * 1000).
+func durationMS(started, finished sql.NullTime) (int64, bool) {
+	if !started.Valid || !finished.Valid {
 		return 0, false
 	}
-	f, s := r.FinishedAt.Time, r.StartedAt.Time
+	f, s := finished.Time, started.Time
 	sec := f.Unix() - s.Unix()
 	ns := int64(f.Nanosecond() - s.Nanosecond()) // in (-1e9, 1e9)
 	// floor((sec*1e9 + ns) / 1e6) == sec*1000 + floor(ns / 1e6), because

@@ -57,6 +57,15 @@ var (
 		_, terminal := TerminalStatus(typ)
 		return terminal
 	})
+	// Types for the steps projection: mostly the four known step types,
+	// with a few that belong to no step.
+	genStepHeavyTypes = []string{
+		TypeStepStarted, TypeStepSucceeded, TypeStepFailed, TypeStepSkipped,
+		TypeStepStarted, TypeStepFailed, TypeRunStarted, TypeRunFailed, "step.retried",
+	}
+	// Step ids: few, so that steps get several events, and ordered
+	// bytewise differently from their case-folded order.
+	genStepIDs = []string{"build", "Build", "test", "日本", "b"}
 	// Pieces of event ids: ASCII of both cases, prefixes, and multi-byte
 	// UTF-8 whose bytewise order differs from UTF-16 order.
 	genIDPieces = []string{"a", "B", "b", "A", "0", "é", "日", "😀", "\uFFFD", "e\u0301"}
@@ -71,6 +80,12 @@ type genMode struct {
 	maxAttempt   int32
 	tsSlots      int // distinct timestamps to draw from: few means many ties
 	extraErrorOn bool
+
+	// For the steps projection (zero: as for runs).
+	stepHeavy       bool // mostly step.* types (genStepHeavyTypes)
+	noStepTerminals bool // no step.succeeded, step.failed, step.skipped: steps stay running
+	stepIDs         int  // distinct step ids (of genStepIDs); 0 means 3
+	runs            int  // distinct workflow_run_ids; 0 or 1 means one run, "run-p"
 }
 
 func randomMode(r *rand.Rand) genMode {
@@ -87,12 +102,45 @@ func randomMode(r *rand.Rand) genMode {
 	return m
 }
 
-// genEvents returns n events of one run with distinct event ids.
+// randomStepMode is randomMode leaning towards the steps projection:
+// step-heavy types, several runs, steps with and without terminals.
+func randomStepMode(r *rand.Rand) genMode {
+	m := randomMode(r)
+	m.stepHeavy = r.IntN(4) != 0
+	m.noStepTerminals = r.IntN(4) == 0
+	m.stepIDs = 1 + r.IntN(len(genStepIDs))
+	m.runs = 1 + r.IntN(3)
+	return m
+}
+
+// genType draws an event type as the mode says.
+func genType(r *rand.Rand, m genMode) string {
+	types := genTypes
+	switch {
+	case m.stepHeavy:
+		types = genStepHeavyTypes
+	case m.noTerminals:
+		types = genNonTerminalTypes
+	}
+	for {
+		typ := types[r.IntN(len(types))]
+		if _, terminal := TerminalStatus(typ); terminal && m.noTerminals {
+			continue
+		}
+		if _, terminal := stepTerminalStatus(typ); terminal && m.noStepTerminals {
+			continue
+		}
+		return typ
+	}
+}
+
+// genEvents returns n events with distinct event ids, of one run unless
+// m.runs says more.
 func genEvents(r *rand.Rand, n int, m genMode) []Event {
 	base := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	types := genTypes
-	if m.noTerminals {
-		types = genNonTerminalTypes
+	stepIDs := genStepIDs[:3]
+	if m.stepIDs > 0 {
+		stepIDs = genStepIDs[:m.stepIDs]
 	}
 	seen := make(map[string]bool, n)
 	events := make([]Event, 0, n)
@@ -114,7 +162,7 @@ func genEvents(r *rand.Rand, n int, m genMode) []Event {
 		slot := r.IntN(m.tsSlots)
 		// Slots are 1 µs or 1 ms apart, so ties and near-ties both occur.
 		at := base.Add(time.Duration(slot/2)*time.Millisecond + time.Duration(slot%2)*time.Microsecond)
-		typ := types[r.IntN(len(types))]
+		typ := genType(r, m)
 		e := Event{
 			EventID:       id,
 			EventType:     typ,
@@ -124,10 +172,13 @@ func genEvents(r *rand.Rand, n int, m genMode) []Event {
 			Timestamp:     at,
 			Attempt:       1 + r.Int32N(m.maxAttempt),
 		}
-		if IsStep(typ) {
-			e.StepID = "step-" + strconv.Itoa(r.IntN(3))
+		if m.runs > 1 {
+			e.WorkflowRunID = "run-" + strconv.Itoa(r.IntN(m.runs))
 		}
-		if (typ == TypeRunFailed || m.extraErrorOn) && r.IntN(2) == 0 {
+		if IsStep(typ) {
+			e.StepID = stepIDs[r.IntN(len(stepIDs))]
+		}
+		if (typ == TypeRunFailed || typ == TypeStepFailed || m.extraErrorOn) && r.IntN(2) == 0 {
 			e.Error, e.HasError = genErrors[r.IntN(len(genErrors))], true
 		}
 		events = append(events, e)
@@ -144,21 +195,23 @@ func foldEvents(events []Event) Run {
 	return acc
 }
 
-// combineTree combines runs in a random binary tree shape, randomly
-// swapping the operands at each node.
-func combineTree(r *rand.Rand, runs []Run) Run {
-	switch len(runs) {
+// combineTree combines parts with combine in a random binary tree shape,
+// randomly swapping the operands at each node; no parts give the zero T
+// (the identity).
+func combineTree[T any](r *rand.Rand, parts []T, combine func(x, y T) T) T {
+	switch len(parts) {
 	case 0:
-		return Run{}
+		var zero T
+		return zero
 	case 1:
-		return runs[0]
+		return parts[0]
 	}
-	k := 1 + r.IntN(len(runs)-1)
-	left, right := combineTree(r, runs[:k]), combineTree(r, runs[k:])
+	k := 1 + r.IntN(len(parts)-1)
+	left, right := combineTree(r, parts[:k], combine), combineTree(r, parts[k:], combine)
 	if r.IntN(2) == 0 {
-		return Combine(right, left)
+		return combine(right, left)
 	}
-	return Combine(left, right)
+	return combine(left, right)
 }
 
 // randomBatches cuts events (in their order) into 1..len(events) non-empty
@@ -275,7 +328,7 @@ func TestProjectPropertyBatchesCombine(t *testing.T) {
 				runs = append(runs, Run{}) // the identity, anywhere
 			}
 			r.Shuffle(len(runs), func(i, j int) { runs[i], runs[j] = runs[j], runs[i] })
-			require.Equal(t, want, combineTree(r, runs), msg("batches combined")...)
+			require.Equal(t, want, combineTree(r, runs, Combine), msg("batches combined")...)
 		}
 
 		// Commutativity and associativity on three disjoint parts.
@@ -308,19 +361,22 @@ func factorial(n int) int {
 //	b1: bits 0-1 attempt (0..3: 0 is out of contract but must still
 //	    combine), bit 2 HasError, bit 3 ends a batch after this event,
 //	    bit 4 reduces the two topmost batch rows on the stack, bit 5 swaps
-//	    the operands of that reduction
+//	    the operands of that reduction, bits 6-7 the step id (step.* types)
 //	b2: timestamp: few values, 1 µs and 1 ms apart
 //	b3: event id from one or two pieces (so ids repeat)
 //
 // It returns the events (with repeated ids, as received) and the batch
-// row obtained by the stack machine driven by the control bits.
-func fuzzEvents(data []byte) ([]Event, Run) {
+// row obtained by the stack machine driven by the control bits: each
+// distinct event is folded into the current batch with add, and batches
+// are reduced with combine (zero T is the empty batch).
+func fuzzEvents[T any](data []byte, add func(T, Event) T, combine func(x, y T) T) ([]Event, T) {
 	base := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	var (
 		events []Event
 		seen   = map[string]bool{}
-		stack  []Run
-		batch  Run
+		stack  []T
+		batch  T
+		zero   T
 	)
 	for len(data) >= 4 {
 		b0, b1, b2, b3 := data[0], data[1], data[2], data[3]
@@ -340,6 +396,9 @@ func fuzzEvents(data []byte) ([]Event, Run) {
 				time.Duration((b2>>3)&3)*time.Microsecond),
 			Attempt: int32(b1 & 3),
 		}
+		if IsStep(typ) {
+			e.StepID = genStepIDs[int(b1>>6)]
+		}
 		if b1&4 != 0 {
 			e.Error, e.HasError = genErrors[int(b2>>5)%len(genErrors)], true
 		}
@@ -348,11 +407,11 @@ func fuzzEvents(data []byte) ([]Event, Run) {
 		// as Project keeps.
 		if !seen[id] {
 			seen[id] = true
-			batch = Combine(batch, FromEvent(e))
+			batch = add(batch, e)
 		}
 		if b1&8 != 0 {
 			stack = append(stack, batch)
-			batch = Run{}
+			batch = zero
 		}
 		if b1&16 != 0 && len(stack) >= 2 {
 			x, y := stack[len(stack)-2], stack[len(stack)-1]
@@ -360,20 +419,19 @@ func fuzzEvents(data []byte) ([]Event, Run) {
 			if b1&32 != 0 {
 				x, y = y, x
 			}
-			stack = append(stack, Combine(x, y))
+			stack = append(stack, combine(x, y))
 		}
 	}
 	stack = append(stack, batch)
-	acc := Run{}
+	acc := zero
 	for i := len(stack) - 1; i >= 0; i-- {
-		acc = Combine(stack[i], acc)
+		acc = combine(stack[i], acc)
 	}
 	return events, acc
 }
 
-// FuzzCombine checks that folding distinct events with Combine, batched and
-// bracketed as the fuzz bytes say, equals Project of all the events.
-func FuzzCombine(f *testing.F) {
+// fuzzSeeds are the seed inputs of the Combine fuzz targets.
+func fuzzSeeds(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 1, 0, 0})
 	f.Add([]byte{
@@ -386,9 +444,23 @@ func FuzzCombine(f *testing.F) {
 		4, 2 | 8 | 16 | 32, 9, 7, // cancelled attempt 2, reduce swapped
 	})
 	f.Add([]byte{2, 1, 7, 1, 3, 1 | 4 | 8, 7, 2, 4, 1, 7, 3, 2, 1, 7, 1})
+	f.Add([]byte{
+		5, 1, 0, 1, // step.started a1 "build"
+		7, 1 | 4 | 8, 2, 2, // step.failed with error, end batch
+		6, 1 | 64, 2, 3, // step.succeeded "Build"
+		8, 1 | 8 | 16, 2, 4, // step.skipped tie, end batch, reduce
+		7, 1 | 4 | 64 | 8 | 16 | 32, 2, 5, // step.failed "Build" tie, reduce swapped
+		5, 2 | 128, 1, 6, // step.started a2 "test"
+	})
+}
+
+// FuzzCombine checks that folding distinct events with Combine, batched and
+// bracketed as the fuzz bytes say, equals Project of all the events.
+func FuzzCombine(f *testing.F) {
+	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		t.Parallel()
-		events, got := fuzzEvents(data)
+		events, got := fuzzEvents(data, func(r Run, e Event) Run { return Combine(r, FromEvent(e)) }, Combine)
 		want := Project(events)
 		if !runsEqual(want, got) {
 			require.Equal(t, want, got, "events %+v", events)

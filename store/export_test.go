@@ -4,7 +4,10 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
 // ApplySkipStored applies b with the insert that skips stored event_ids
@@ -27,3 +30,25 @@ const CopyEventsSQL = copyEventsSQL
 
 // SetStalledCopyClock makes ReapStalledCopies read the time from now.
 func SetStalledCopyClock(s *Store, now func() time.Time) { s.copies.now = now }
+
+// MergeSteps merges steps (projector.FoldSteps rows of events never merged
+// before) in a transaction of its own: with mergeSteps, or queued in a
+// pgx.Batch with dbsqlc.QueueMergeSteps when queued is set.
+func (s *Store) MergeSteps(ctx context.Context, steps []projector.Step, queued bool) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if queued {
+		b := &pgx.Batch{}
+		dbsqlc.QueueMergeSteps(b, mergeStepsParams(steps))
+		err = tx.SendBatch(ctx, b).Close()
+	} else {
+		err = s.mergeSteps(ctx, tx, steps)
+	}
+	if err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}

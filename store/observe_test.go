@@ -141,10 +141,53 @@ func insertRun(t *testing.T, st *store.Store, id, workflow, status string, first
 	require.NoError(t, err)
 }
 
+// knownSteps are steps written straight into workflow_steps, times as in
+// knownRuns.
+var knownSteps = []struct {
+	run                    string
+	attempt                int
+	step, workflow, status string
+	started, finished, err string
+}{
+	{"r1", 1, "compile", "build", "succeeded", "10:05", "10:06", ""},
+	{"r2", 1, "compile", "build", "succeeded", "10:20", "10:22", ""},
+	{"r3", 1, "compile", "build", "failed", "10:40", "10:43", "exit 1"},
+	{"r3", 2, "compile", "build", "succeeded", "10:50", "10:52", ""}, // a retry fixed it: flaky
+	{"r1", 1, "test", "build", "succeeded", "10:06", "10:07", ""},
+	{"r2", 1, "test", "build", "failed", "10:21", "10:25", "assert"},
+	{"r4", 1, "test", "build", "skipped", "-", "11:12", ""},
+	{"r9", 1, "test", "build", "running", "11:41", "-", ""},
+	{"r6", 1, "push", "deploy", "failed", "-", "11:55", "timeout"}, // no step.started
+}
+
+func insertStep(t *testing.T, st *store.Store, run string, attempt int, step, workflow, status string, started, finished *time.Time, errText string) {
+	t.Helper()
+	first, last := started, finished
+	if first == nil {
+		first = finished
+	}
+	if last == nil {
+		last = started
+	}
+	var e *string
+	if errText != "" {
+		e = &errText
+	}
+	_, err := st.Pool().Exec(context.Background(), `
+		INSERT INTO workflow_steps (workflow_run_id, attempt, step_id, workflow_id, source, status, started_at,
+			finished_at, error, event_count, first_event_at, last_event_at, latest_event_id, deciding_event_id)
+		VALUES ($1, $2, $3, $4, 'ci', $5, $6, $7, $8, 2, $9, $10, $3, CASE WHEN $7::timestamptz IS NOT NULL THEN $3 END)`,
+		run, attempt, step, workflow, status, started, finished, e, first, last)
+	require.NoError(t, err)
+}
+
 func loadKnownData(t *testing.T, st *store.Store) {
 	t.Helper()
 	for _, r := range knownRuns {
 		insertRun(t, st, r.id, r.workflow, r.status, at(r.first), at(r.started), at(r.finished), r.err)
+	}
+	for _, s := range knownSteps {
+		insertStep(t, st, s.run, s.attempt, s.step, s.workflow, s.status, at(s.started), at(s.finished), s.err)
 	}
 	// Relative to now, for the views of the last 24 hours.
 	now := time.Now()
@@ -152,6 +195,9 @@ func loadKnownData(t *testing.T, st *store.Store) {
 	insertRun(t, st, "n1", "nightly", "succeeded", ago(2*time.Hour), ago(2*time.Hour), ago(time.Hour), "")
 	insertRun(t, st, "n2", "nightly", "failed", ago(26*time.Hour), ago(26*time.Hour), ago(25*time.Hour), "too old to count")
 	insertRun(t, st, "n3", "nightly", "failed", ago(40*time.Minute), ago(40*time.Minute), ago(30*time.Minute), "oom")
+	insertStep(t, st, "n1", 1, "backup", "nightly", "failed", ago(2*time.Hour), ago(100*time.Minute), "disk full")
+	insertStep(t, st, "n1", 2, "backup", "nightly", "succeeded", ago(90*time.Minute), ago(time.Hour), "")
+	insertStep(t, st, "n2", 1, "backup", "nightly", "failed", ago(26*time.Hour), ago(25*time.Hour), "too old to count")
 	for i, d := range []struct{ reason, at string }{
 		{"invalid_json", "10:01"}, {"invalid_json", "10:59"}, {"missing_field", "10:30"}, {"invalid_json", "11:00"},
 	} {
@@ -251,6 +297,45 @@ func TestDashboardViewsOnKnownData(t *testing.T) {
 		require.Equal(t, []string{"nightly|1|2|oom|n3"},
 			rowsOf(t, st, `SELECT workflow_id, failed, finished, latest_error, latest_error_run_id FROM failing_workflows`))
 	})
+	t.Run("step_durations_between", func(t *testing.T) {
+		t.Parallel()
+		// build/compile: 1, 2, 3 (failed) and 2 minutes: p95 2 + 0.85 × 1
+		// min. build/test: 1 and 4 (failed) minutes, the skipped and the
+		// running step left out: p95 1 + 0.95 × 3 min, the slowest of
+		// build. deploy/push: no step.started, no duration.
+		require.Equal(t, []string{
+			"build|test|2|1|150000|231000|240000|1|10:25",
+			"build|compile|4|1|120000|171000|180000|2|10:52",
+			"deploy|push|1|1|-|-|-|1|11:55",
+		}, rowsOf(t, st, `SELECT workflow_id, step_id, finished, failed, p50_duration_ms, p95_duration_ms,
+			max_duration_ms, rank_in_workflow, last_finished_at
+			FROM step_durations_between($1, $2) ORDER BY workflow_id, rank_in_workflow`, window...))
+	})
+	t.Run("step_durations", func(t *testing.T) {
+		t.Parallel()
+		// n1's two attempts (20 and 30 minutes); n2's is too old.
+		require.Equal(t, []string{"nightly|backup|2|1|1500000|1770000|1"},
+			rowsOf(t, st, `SELECT workflow_id, step_id, finished, failed, p50_duration_ms, p95_duration_ms,
+				rank_in_workflow FROM step_durations`))
+	})
+	t.Run("flaky_steps_between", func(t *testing.T) {
+		t.Parallel()
+		// compile failed in r3's first attempt and succeeded in its
+		// second: one flaky run, listed first. The skipped test counts as
+		// finished.
+		require.Equal(t, []string{
+			"build|compile|1|4|0.25|1|10:43|exit 1|r3",
+			"build|test|1|3|0.3333|0|10:25|assert|r2",
+			"deploy|push|1|1|1|0|11:55|timeout|r6",
+		}, rowsOf(t, st, `SELECT workflow_id, step_id, failed, finished, failure_rate::float8, flaky_runs,
+			last_failed_at, latest_error, latest_error_run_id FROM flaky_steps_between($1, $2)`, window...))
+	})
+	t.Run("flaky_steps", func(t *testing.T) {
+		t.Parallel()
+		require.Equal(t, []string{"nightly|backup|1|2|1|disk full|n1"},
+			rowsOf(t, st, `SELECT workflow_id, step_id, failed, finished, flaky_runs, latest_error, latest_error_run_id
+				FROM flaky_steps`))
+	})
 	t.Run("dead_letters_per_hour", func(t *testing.T) {
 		t.Parallel()
 		require.Equal(t, []string{"10:00|invalid_json|2", "10:00|missing_field|1", "11:00|invalid_json|1"},
@@ -280,6 +365,15 @@ var dashboardQueries = []struct {
 	{"failing_workflows (24 hours)",
 		`SELECT * FROM failing_workflows LIMIT 10`,
 		[]string{"workflow_runs_status_idx"}},
+	{"step_durations (24 hours)",
+		`SELECT * FROM step_durations ORDER BY p95_duration_ms DESC NULLS LAST LIMIT 20`,
+		[]string{"workflow_steps_finished_idx"}},
+	{"step_durations_between, 7 days",
+		`SELECT * FROM step_durations_between(now() - interval '7 days') ORDER BY p95_duration_ms DESC NULLS LAST LIMIT 20`,
+		[]string{"workflow_steps_finished_idx"}},
+	{"flaky_steps (24 hours)",
+		`SELECT * FROM flaky_steps LIMIT 20`,
+		[]string{"workflow_steps_finished_idx"}},
 	{"dead_letters_per_hour, last 24 hours",
 		`SELECT * FROM dead_letters_per_hour WHERE hour >= now() - interval '24 hours' ORDER BY hour, reason`,
 		[]string{"dead_letters_hour_idx"}},
@@ -288,7 +382,9 @@ var dashboardQueries = []struct {
 // millionRuns fills the tables like a busy installation: 1,000,000 runs of
 // 200 workflows over the last 60 days (about 700 an hour: 85% succeed, 10%
 // fail, 3% are cancelled; of the last two hours' runs, 30% still run and 3%
-// are queued), and 100,000 dead letters over the same days.
+// are queued), two steps of every fourth run (500,000 steps: 90% succeed, 8%
+// fail, 2% are skipped, and in the last two hours 30% still run), and
+// 100,000 dead letters over the same days.
 const millionRuns = `
 INSERT INTO workflow_runs (workflow_run_id, workflow_id, source, attempt, status, queued_at, started_at, finished_at,
     error, steps_succeeded, steps_failed, steps_skipped, event_count, first_event_at, last_event_at, latest_event_id, deciding_event_id)
@@ -306,11 +402,26 @@ LATERAL (SELECT make_interval(secs => 30 + (x.h % 1800)) AS d,
                      WHEN x.h % 100 < 10 THEN 'failed'
                      WHEN x.h % 100 < 13 THEN 'cancelled'
                      ELSE 'succeeded' END AS st) AS y;
+INSERT INTO workflow_steps (workflow_run_id, attempt, step_id, workflow_id, source, status, started_at, finished_at,
+    error, event_count, first_event_at, last_event_at, latest_event_id, deciding_event_id)
+SELECT 'run-' || i, 1, 'step-' || k, 'wf-' || (i % 200), 'ci', st, t0 + k * interval '1 second',
+       CASE WHEN st = 'running' THEN NULL ELSE t0 + k * interval '1 second' + d END,
+       CASE WHEN st = 'failed' THEN 'exit status ' || (h % 5) END,
+       2, t0 + k * interval '1 second',
+       CASE WHEN st = 'running' THEN t0 + k * interval '1 second' ELSE t0 + k * interval '1 second' + d END,
+       's-' || i || '-' || k, CASE WHEN st = 'running' THEN NULL ELSE 's-' || i || '-' || k END
+FROM generate_series(1, 1000000, 4) AS i, generate_series(1, 2) AS k,
+LATERAL (SELECT abs(hashint4(i * 2 + k)) AS h, now() - (i::float8 / 1000000) * interval '60 days' AS t0) AS x,
+LATERAL (SELECT make_interval(secs => 1 + (x.h % 600)) AS d,
+                CASE WHEN x.t0 > now() - interval '2 hours' AND x.h % 100 < 30 THEN 'running'
+                     WHEN x.h % 100 < 8 THEN 'failed'
+                     WHEN x.h % 100 < 10 THEN 'skipped'
+                     ELSE 'succeeded' END AS st) AS y;
 INSERT INTO dead_letters (topic, partition, "offset", value, reason, error, received_at)
 SELECT 'workflow-events', i % 8, i, 'x', (ARRAY['invalid_json', 'missing_field', 'invalid_field', 'too_large'])[1 + i % 4], 'e',
        now() - (i::float8 / 100000) * interval '60 days'
 FROM generate_series(1, 100000) AS i;
-ANALYZE workflow_runs, dead_letters;
+ANALYZE workflow_runs, workflow_steps, dead_letters;
 `
 
 // planNode is the part of EXPLAIN (FORMAT JSON) the test looks at.
@@ -338,7 +449,7 @@ func TestDashboardViewsUseIndexesOnAMillionRuns(t *testing.T) {
 	start := time.Now()
 	_, err := st.Pool().Exec(ctx, millionRuns)
 	require.NoError(t, err)
-	t.Logf("loaded 1,000,000 runs and 100,000 dead letters in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("loaded 1,000,000 runs, 500,000 steps and 100,000 dead letters in %s", time.Since(start).Round(time.Millisecond))
 
 	for _, q := range dashboardQueries {
 		var out []struct {

@@ -87,6 +87,10 @@ type FailingWorkflow struct {
 	FailingWorkflowsBetween interface{}
 }
 
+type FlakyStep struct {
+	FlakyStepsBetween interface{}
+}
+
 type RunningRun struct {
 	WorkflowRunID         string
 	WorkflowID            string
@@ -105,6 +109,10 @@ type RunsPerHour struct {
 	Hour   interface{}
 	Status string
 	Runs   int64
+}
+
+type StepDuration struct {
+	StepDurationsBetween interface{}
 }
 
 type WorkflowEvent struct {
@@ -147,4 +155,23 @@ type WorkflowRun struct {
 
 type WorkflowStat struct {
 	WorkflowStatsBetween interface{}
+}
+
+type WorkflowStep struct {
+	WorkflowRunID   string
+	Attempt         int32
+	StepID          string
+	WorkflowID      string
+	Source          string
+	Status          string
+	StartedAt       pgtype.Timestamptz
+	FinishedAt      pgtype.Timestamptz
+	DurationMs      pgtype.Int8
+	Error           pgtype.Text
+	EventCount      int64
+	FirstEventAt    pgtype.Timestamptz
+	LastEventAt     pgtype.Timestamptz
+	UpdatedAt       pgtype.Timestamptz
+	LatestEventID   string
+	DecidingEventID pgtype.Text
 }

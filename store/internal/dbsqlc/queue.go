@@ -47,6 +47,16 @@ func QueueMergeRuns(b *pgx.Batch, arg MergeRunsParams) {
 	)
 }
 
+// QueueMergeSteps queues MergeSteps.
+func QueueMergeSteps(b *pgx.Batch, arg MergeStepsParams) {
+	b.Queue(mergeSteps,
+		arg.WorkflowRunIds, arg.Attempts, arg.StepIds, arg.WorkflowIds, arg.Sources,
+		arg.Statuses, arg.StartedAts, arg.FinishedAts, arg.Errors, arg.HasErrors,
+		arg.EventCounts, arg.FirstEventAts, arg.LastEventAts, arg.LatestEventIds,
+		arg.DecidingEventIds,
+	)
+}
+
 // QueueInsertDeadLetters queues InsertDeadLetters; the number of rows
 // stored is written to out.
 func QueueInsertDeadLetters(b *pgx.Batch, arg InsertDeadLettersParams, out *int64) {

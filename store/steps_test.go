@@ -1,0 +1,150 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/store/storetest"
+)
+
+// stepEventJSON renders an event with a step_id as a producer would send it.
+func stepEventJSON(id, typ, run string, ts time.Time, attempt int, step, extra string) []byte {
+	return fmt.Appendf(nil, `{"event_id":%q,"event_type":%q,"source":"ci-%s","workflow_id":"wf-%s","workflow_run_id":%q,"timestamp":%q,"attempt":%d,"step_id":%q%s}`,
+		id, typ, id, id, run, ts.Format(time.RFC3339Nano), attempt, step, extra)
+}
+
+// TestMergeStepsMatchesProjectSteps is the property that the SQL combine
+// in MergeSteps is projector.CombineSteps: random event sets (several
+// runs, attempts and steps; step events and others; ties on timestamps;
+// event ids whose bytewise order differs from a linguistic one), split
+// into random batches, folded with projector.FoldSteps and merged by three
+// concurrent transactions in random order, leave every workflow_steps row
+// equal to projector.ProjectSteps of all the events, computed from
+// scratch, and duration_ms equal to Step.DurationMS. Half the merges go
+// through mergeSteps, half queued in a pgx.Batch (QueueMergeSteps), as a
+// batch transaction would.
+func TestMergeStepsMatchesProjectSteps(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	st := storetest.New(t)
+	types := []string{"step.started", "step.succeeded", "step.failed", "step.skipped",
+		"step.started", "step.failed", "run.started", "run.failed", "step.retried"}
+	steps := []string{"build", "Build", "test", "é", "e\u0301"}
+	prefixes := []string{"a", "A", "b", "B", "_", "é", "日", "😀", "\uFFFD"}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+	var events []projector.Event
+	for i := range 600 {
+		run := fmt.Sprintf("run-%d", rng.IntN(8))
+		id := fmt.Sprintf("%s%d", prefixes[rng.IntN(len(prefixes))], i)
+		extra := ""
+		switch rng.IntN(3) {
+		case 0:
+			extra = fmt.Sprintf(`,"data":{"error":"e%d"}`, i)
+		case 1:
+			extra = `,"data":{"error":{"code":1}}`
+		}
+		typ := types[rng.IntN(len(types))]
+		if run == "run-0" && typ != "step.retried" {
+			typ = "step.started" // steps that keep running
+		}
+		at := t0.Add(time.Duration(rng.IntN(4))*time.Second + time.Duration(rng.IntN(3))*time.Microsecond)
+		ev, err := projector.Decode(stepEventJSON(id, typ, run, at, 1+rng.IntN(2), steps[rng.IntN(len(steps))], extra))
+		require.NoError(t, err)
+		events = append(events, ev)
+	}
+	want := projector.ProjectSteps(events)
+
+	// Random batches, each folded as a batch transaction would.
+	rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
+	var batches [][]projector.Step
+	for rest := events; len(rest) > 0; {
+		n := min(len(rest), 1+rng.IntN(40))
+		recs := make([]*projector.Record, n)
+		for i := range n {
+			recs[i] = &projector.Record{Offset: int64(i), Event: rest[i]}
+		}
+		batches = append(batches, projector.FoldSteps(recs))
+		rest = rest[n:]
+	}
+	const workers = 3
+	queues := make([][][]projector.Step, workers)
+	for _, b := range batches {
+		w := rng.IntN(workers)
+		queues[w] = append(queues[w], b)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		queued := w%2 == 0
+		wg.Go(func() {
+			for i, b := range queues[w] {
+				if err := st.MergeSteps(ctx, b, queued != (i%2 == 0)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	rows, err := st.ListSteps(ctx)
+	require.NoError(t, err)
+	require.Len(t, rows, len(want))
+	statuses := map[string]int{}
+	for i, row := range rows {
+		require.Equal(t, want[i], row.Step, "step %d", i)
+		d, ok := want[i].DurationMS()
+		require.Equal(t, ok, row.DurationMS.Valid, "step %d", i)
+		require.Equal(t, d, row.DurationMS.Int64, "step %d", i)
+		statuses[row.Status]++
+		if row.Error.Valid {
+			statuses["with error"]++
+		}
+	}
+	t.Logf("%d events, %d batches, %d steps: %v", len(events), len(batches), len(rows), statuses)
+	for _, s := range []string{"running", "succeeded", "failed", "skipped", "with error"} {
+		require.Positive(t, statuses[s], "the random input has a step %s", s)
+	}
+}
+
+// TestMergeStepsEmptyAndRepeatedMerge: no steps is a no-op, and the merge
+// is an upsert: a step's second batch updates its row.
+func TestMergeStepsEmptyAndRepeatedMerge(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	require.NoError(t, st.MergeSteps(ctx, nil, false))
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	decode := func(v []byte) projector.Event {
+		e, err := projector.Decode(v)
+		require.NoError(t, err)
+		return e
+	}
+	e1 := decode(stepEventJSON("e1", "step.started", "r1", t0, 1, "build", ""))
+	e2 := decode(stepEventJSON("e2", "step.failed", "r1", t0.Add(1500*time.Millisecond), 1, "build", `,"data":{"error":"exit 2"}`))
+	for _, e := range []projector.Event{e1, e2} {
+		require.NoError(t, st.MergeSteps(ctx, projector.FoldSteps([]*projector.Record{{Event: e}}), false))
+	}
+	rows, err := st.ListSteps(ctx)
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.Equal(t, projector.ProjectSteps([]projector.Event{e1, e2})[0], rows[0].Step)
+	require.Equal(t, "failed", rows[0].Status)
+	require.Equal(t, "exit 2", rows[0].Error.String)
+	require.Equal(t, int64(1500), rows[0].DurationMS.Int64)
+}
