@@ -13,7 +13,7 @@ import (
 // that message's offset.
 func ConsumeClaim(w *Worker, sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, lease Lease,
 	waiting func(reading bool, next int64)) error {
-	h := &handler{w: w, probe: noBroker{}, leases: map[TopicPartition]Lease{{lease.Topic, lease.Partition}: lease}, nudge: make(chan struct{}, 1),
+	h := &handler{w: w, probe: &Cluster{client: noBroker{}}, leases: map[TopicPartition]Lease{{lease.Topic, lease.Partition}: lease}, nudge: make(chan struct{}, 1),
 		waiting: waiting}
 	return h.ConsumeClaim(sess, claim)
 }

@@ -23,15 +23,16 @@ import (
 // is open. A read-committed consumer reads nothing at or past it until
 // that transaction ends (sarama's Client.GetOffset asks read_uncommitted,
 // which answers the high watermark).
-func LastStableOffset(client sarama.Client, topic string, partition int32) (int64, error) {
-	return ListOffset(client, topic, partition, sarama.OffsetNewest)
+func (c *Cluster) LastStableOffset(topic string, partition int32) (int64, error) {
+	return c.ListOffset(topic, partition, sarama.OffsetNewest)
 }
 
 // ListOffset asks the partition leader for an offset as a read-committed
 // consumer sees it: sarama.OffsetOldest, sarama.OffsetNewest (the last
 // stable offset), or the first offset of a message stamped at or after a
 // time in Unix milliseconds, -1 when none is below the last stable offset.
-func ListOffset(client sarama.Client, topic string, partition int32, timestamp int64) (int64, error) {
+func (c *Cluster) ListOffset(topic string, partition int32, timestamp int64) (int64, error) {
+	client := c.client
 	off, err := listOffset(client, topic, partition, timestamp)
 	if err != nil {
 		// The leader may have moved: refresh the metadata once and retry.
@@ -106,7 +107,8 @@ const probeFetchBytes = 1 << 20
 //
 // Every offset in [from, next) is thus a marker or an aborted message, and
 // the stored offset may move to next with no effects.
-func NextDeliverable(client sarama.Client, topic string, partition int32, from int64) (next, lso int64, err error) {
+func (c *Cluster) NextDeliverable(topic string, partition int32, from int64) (next, lso int64, err error) {
+	client := c.client
 	version, err := fetchVersion(client.Config().Version)
 	if err != nil {
 		return from, -1, err

@@ -143,47 +143,6 @@ func NewWorker(cfg Config, sink Sink, log logrus.FieldLogger) (*Worker, error) {
 // Stats returns the worker's live counters.
 func (w *Worker) Stats() *Stats { return &w.stats }
 
-func (w *Worker) saramaConfig() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "projector"
-	sc.Version, _ = sarama.ParseKafkaVersion(w.cfg.KafkaVersion) // checked by Validate
-	sc.Metadata.AllowAutoTopicCreation = false
-	sc.Consumer.Return.Errors = true
-	// Committed data only: no message of an aborted transaction (txn.go).
-	sc.Consumer.IsolationLevel = sarama.ReadCommitted
-	// Kafka's committed offsets are never used: positions come from
-	// PostgreSQL in Setup. Nothing is committed to Kafka unless the
-	// stored offsets are mirrored there for lag tools (handler.mirror).
-	sc.Consumer.Offsets.AutoCommit.Enable = w.cfg.MirrorOffsets
-	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-	sc.Consumer.Group.ResetInvalidOffsets = true
-	// An eager strategy: with cooperative rebalancing, partitions added
-	// later start without Setup, so from Kafka's offsets.
-	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
-	// A JoinGroup waits at the coordinator up to the rebalance timeout,
-	// but sarama reads every answer within Net.ReadTimeout (30s). With
-	// sarama's default of 60s, a join phase held by a member that died
-	// mid-rebalance times every JoinGroup out, and each retry restarts
-	// the phase: the group never forms again (IBM/sarama#2820; Kafka's
-	// own client waits rebalance timeout + 5s). A third of the read
-	// timeout leaves room for coordinators that restart the phase's
-	// clock on every rejoin (kfake does); our claims end at once on a
-	// rebalance, so 10s is ample.
-	sc.Consumer.Group.Rebalance.Timeout = 10 * time.Second
-	sc.Consumer.Group.InstanceId = w.cfg.InstanceID // static membership when set
-	sc.Consumer.MaxProcessingTime = time.Second
-	// Bounded memory: at most this many messages wait per partition, and
-	// a fetch asks for 256 KiB per partition (sarama grows it for a larger
-	// message). Compressed batches decode to several times that, so larger
-	// fetches mostly cost memory: measured, 1 MiB doubled the peak heap.
-	sc.ChannelBufferSize = 256
-	sc.Consumer.Fetch.Default = 256 << 10
-	// A short fetch wait lets an idle claim, and the whole worker on
-	// shutdown, answer within 100 ms.
-	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
-	return sc
-}
-
 // Run consumes until ctx ends (then it returns nil), or, with
 // UntilCaughtUp, until every partition's stored offset has reached its high
 // watermark. Transient failures of the broker or PostgreSQL are retried.
@@ -192,31 +151,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancel()
 	log := w.log.WithField("group", w.cfg.Group)
 
-	client, err := retry(ctx, w, log, "connect to kafka", func() (sarama.Client, error) {
-		return sarama.NewClient(w.cfg.Brokers, w.saramaConfig())
-	})
-	if err != nil {
-		return ignoreCanceled(ctx, err)
-	}
-	defer client.Close()
-	if _, err := retry(ctx, w, log, "look up topics", func() (struct{}, error) {
-		return struct{}{}, topicsExist(client, w.cfg.Topics)
-	}); err != nil {
-		return ignoreCanceled(ctx, err)
-	}
-
-	// The caught-up check, the last stable offset lookups and the reads
-	// past transaction markers get a client of their own: on the
-	// consumer's connection, each would queue behind a fetch that the
-	// broker holds for up to MaxWaitTime, and the last commit would be
-	// seen late.
-	probe, err := retry(ctx, w, log, "connect to kafka", func() (sarama.Client, error) {
-		return sarama.NewClient(w.cfg.Brokers, w.saramaConfig())
+	// The look-ups (caught-up check, last stable offsets, the reads past
+	// transaction markers) go on a client of their own (Cluster).
+	probe, err := retry(ctx, w, log, "connect to kafka", func() (*Cluster, error) {
+		return DialCluster(w.cfg)
 	})
 	if err != nil {
 		return ignoreCanceled(ctx, err)
 	}
 	defer probe.Close() // after the group: ending claims store the last one
+	if _, err := retry(ctx, w, log, "look up topics", func() (struct{}, error) {
+		return struct{}{}, probe.CheckTopics(w.cfg.Topics)
+	}); err != nil {
+		return ignoreCanceled(ctx, err)
+	}
+	client, err := retry(ctx, w, log, "connect to kafka", func() (sarama.Client, error) {
+		return sarama.NewClient(w.cfg.Brokers, NewSaramaConfig(w.cfg, ConsumerClient))
+	})
+	if err != nil {
+		return ignoreCanceled(ctx, err)
+	}
+	defer client.Close()
 
 	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
 	if err != nil {
@@ -231,7 +186,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { _ = group.Close(); <-errsDone }()
 
-	h := &handler{w: w, client: client, probe: probe, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
+	h := &handler{w: w, probe: probe, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
 	g, gctx := errgroup.WithContext(ctx)
 	if r, ok := w.sink.(Reaper); ok {
 		g.Go(func() error {
@@ -307,18 +262,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-func topicsExist(client sarama.Client, topics []string) error {
-	if err := client.RefreshMetadata(topics...); err != nil {
-		return fmt.Errorf("topics %v: %w", topics, err)
-	}
-	for _, t := range topics {
-		if _, err := client.Partitions(t); err != nil {
-			return fmt.Errorf("topic %q: %w", t, err)
-		}
-	}
-	return nil
-}
-
 // waitCaughtUp returns nil once every partition of the topics has its
 // stored offset at its high watermark (an empty partition with no stored
 // row counts as caught up). A stored offset past the high watermark is
@@ -327,12 +270,12 @@ func topicsExist(client sarama.Client, topics []string) error {
 // up either: its last stable offset is below its high watermark, and what
 // the transaction wrote, and everything after it, is read once it ends.
 // That wait is logged once per partition and last stable offset.
-func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, client sarama.Client, nudge <-chan struct{}) error {
+func (w *Worker) waitCaughtUp(ctx context.Context, log logrus.FieldLogger, probe *Cluster, nudge <-chan struct{}) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var logged behind // the open transaction last logged
 	for {
-		ok, b, err := w.caughtUp(ctx, client)
+		ok, b, err := w.caughtUp(ctx, probe)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.WithError(err).Warn("check whether caught up")
@@ -369,18 +312,18 @@ func (b behind) openTxn() bool { return b.lso < b.hwm && b.next >= b.lso }
 
 // caughtUp reports whether every partition is caught up, and if not, the
 // first partition found behind.
-func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, behind, error) {
+func (w *Worker) caughtUp(ctx context.Context, probe *Cluster) (bool, behind, error) {
 	stored, err := w.sink.StoredOffsets(ctx, w.cfg.Group)
 	if err != nil {
 		return false, behind{}, err
 	}
 	for _, t := range w.cfg.Topics {
-		parts, err := client.Partitions(t)
+		parts, err := probe.Partitions(t)
 		if err != nil {
 			return false, behind{}, err
 		}
 		for _, p := range parts {
-			hwm, err := client.GetOffset(t, p, sarama.OffsetNewest)
+			hwm, err := probe.HighWatermark(t, p)
 			if err != nil {
 				return false, behind{}, err
 			}
@@ -389,14 +332,14 @@ func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, behi
 				continue
 			}
 			if !ok {
-				if next, err = client.GetOffset(t, p, sarama.OffsetOldest); err != nil {
+				if next, err = probe.LogStart(t, p); err != nil {
 					return false, behind{}, err
 				}
 				if next == hwm {
 					continue
 				}
 			}
-			lso, err := LastStableOffset(client, t, p)
+			lso, err := probe.LastStableOffset(t, p)
 			if err != nil {
 				return false, behind{}, err
 			}
@@ -410,11 +353,10 @@ func (w *Worker) caughtUp(ctx context.Context, client sarama.Client) (bool, behi
 // positions every claim at its stored offset, ConsumeClaim batches one
 // partition's messages and applies them.
 type handler struct {
-	w      *Worker
-	client sarama.Client
-	// probe is a client of its own for last stable offsets and the
-	// reads past transaction markers (skipPast).
-	probe sarama.Client
+	w *Worker
+	// probe answers the look-ups: log starts, high watermarks, last
+	// stable offsets and the reads past transaction markers (skipPast).
+	probe *Cluster
 
 	mu     sync.Mutex
 	leases map[TopicPartition]Lease
@@ -439,7 +381,7 @@ func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 		for _, p := range parts {
 			log := w.log.WithFields(logrus.Fields{"topic": topic, "partition": p})
 			oldest, err := retry(ctx, w, log, "look up oldest offset", func() (int64, error) {
-				return h.client.GetOffset(topic, p, sarama.OffsetOldest)
+				return h.probe.LogStart(topic, p)
 			})
 			if err != nil {
 				return fmt.Errorf("look up oldest offset of %s/%d: %w", topic, p, err)
@@ -484,7 +426,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		h.mirror(sess, tp, lease.NextOffset)
 	}
 	lso := func() int64 {
-		off, err := LastStableOffset(h.probe, tp.Topic, tp.Partition)
+		off, err := h.probe.LastStableOffset(tp.Topic, tp.Partition)
 		if err != nil {
 			log.WithError(err).Debug("look up last stable offset")
 			return -1
@@ -697,17 +639,20 @@ func (h *handler) endClaim(log logrus.FieldLogger, err error) error {
 // the stored offset moves to where consumption really starts.
 func (h *handler) reposition(ctx context.Context, log logrus.FieldLogger, lease Lease, start int64) (Lease, error) {
 	w := h.w
-	if start < 0 {
+	if start < 0 { // sarama's OffsetOldest or OffsetNewest: the log's start or end
 		var err error
 		start, err = retry(ctx, w, log, "look up start offset", func() (int64, error) {
-			return h.client.GetOffset(lease.Topic, lease.Partition, start)
+			if start == sarama.OffsetNewest {
+				return h.probe.HighWatermark(lease.Topic, lease.Partition)
+			}
+			return h.probe.LogStart(lease.Topic, lease.Partition)
 		})
 		if err != nil {
 			return lease, err
 		}
 	}
 	hwm, err := retry(ctx, w, log, "look up high watermark", func() (int64, error) {
-		return h.client.GetOffset(lease.Topic, lease.Partition, sarama.OffsetNewest)
+		return h.probe.HighWatermark(lease.Topic, lease.Partition)
 	})
 	if err != nil {
 		return lease, err
@@ -746,7 +691,7 @@ func (h *handler) reposition(ctx context.Context, log logrus.FieldLogger, lease 
 func (h *handler) skipPast(ctx context.Context, log logrus.FieldLogger, b *Batch) error {
 	from := b.Lease.NextOffset
 	b.End = from
-	next, lso, err := NextDeliverable(h.probe, b.Lease.Topic, b.Lease.Partition, from)
+	next, lso, err := h.probe.NextDeliverable(b.Lease.Topic, b.Lease.Partition, from)
 	if err != nil {
 		log.WithError(err).WithField("offset", from).Debug("read past transaction markers")
 		return nil

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -117,47 +116,40 @@ func databaseCheck(st *store.Store) readyCheck {
 	}}
 }
 
-// kafkaCheck asks the brokers, one after the other until one answers, for
-// the metadata of the topics, on a connection of its own.
-func kafkaCheck(brokers, topics []string, version sarama.KafkaVersion) readyCheck {
-	sc := sarama.NewConfig()
-	sc.ClientID = "projector-readyz"
-	sc.Version = version
-	// Committed data only, as every client of the worker (projector/txn.go).
-	sc.Consumer.IsolationLevel = sarama.ReadCommitted
-	sc.Net.DialTimeout = probeTimeout
-	sc.Net.ReadTimeout = probeTimeout
-	sc.Net.WriteTimeout = probeTimeout
+// kafkaCheck asks the brokers for the metadata of the topics, on a
+// look-up client of its own, connected at the first check and again after
+// a check that failed.
+func kafkaCheck(cfg projector.Config) readyCheck {
+	var mu sync.Mutex
+	var c *projector.Cluster
+	check := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if c == nil {
+			var err error
+			if c, err = projector.DialCluster(cfg); err != nil {
+				return fmt.Errorf("unreachable: %w", err)
+			}
+		}
+		if err := c.CheckTopics(cfg.Topics); err != nil {
+			_ = c.Close()
+			c = nil
+			return err
+		}
+		return nil
+	}
 	return readyCheck{"kafka", func(ctx context.Context) error {
-		// sarama's broker calls take no context; their own timeouts bound
-		// them, and the answer is dropped when ctx ends first.
+		// sarama's calls take no context; their own timeouts bound them,
+		// and the answer is dropped when ctx ends first.
 		done := make(chan error, 1)
-		go func() { done <- pingBrokers(brokers, topics, sc) }()
+		go func() { done <- check() }()
 		select {
 		case err := <-done:
 			return err
 		case <-ctx.Done():
-			return fmt.Errorf("no answer from %s: %w", strings.Join(brokers, ","), ctx.Err())
+			return fmt.Errorf("no answer from %s: %w", strings.Join(cfg.Brokers, ","), ctx.Err())
 		}
 	}}
-}
-
-func pingBrokers(brokers, topics []string, sc *sarama.Config) error {
-	var errs []error
-	for _, addr := range brokers {
-		b := sarama.NewBroker(addr)
-		if err := b.Open(sc); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-			continue
-		}
-		_, err := b.GetMetadata(sarama.NewMetadataRequest(sc.Version, topics))
-		_ = b.Close()
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-	}
-	return fmt.Errorf("unreachable: %w", errors.Join(errs...))
 }
 
 // workerCheck fails at once while the worker retries against a broken

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -226,10 +225,12 @@ func TestReadyzReportsBrokerDownAndStuckWorker(t *testing.T) {
 	go func() { done <- w.Run(ctx) }()
 	defer func() { cancel(); require.NoError(t, <-done) }()
 
+	liveCfg := cfg
+	liveCfg.Brokers = live.ListenAddrs()
 	srv := httptest.NewServer(newHTTPHandler(newRegistry(projector.NewMetrics()), []readyCheck{
 		databaseCheck(st),
-		kafkaCheck([]string{dead}, cfg.Topics, sarama.V2_8_0_0),
-		kafkaCheck(live.ListenAddrs(), cfg.Topics, sarama.V2_8_0_0),
+		kafkaCheck(cfg),
+		kafkaCheck(liveCfg),
 		workerCheck(w, 200*time.Millisecond),
 	}))
 	defer srv.Close()
@@ -243,7 +244,7 @@ func TestReadyzReportsBrokerDownAndStuckWorker(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(body), "\n")
 	require.Len(t, lines, 4, body)
 	require.Equal(t, "postgresql: ok", lines[0])
-	require.True(t, strings.HasPrefix(lines[1], "kafka: unreachable: "+dead), lines[1])
+	require.True(t, strings.HasPrefix(lines[1], "kafka: unreachable: connect to kafka at "+dead), lines[1])
 	require.Equal(t, "kafka: ok", lines[2])
 	require.Regexp(t, `^worker: retrying transient failures for \d+s without progress`, lines[3])
 }

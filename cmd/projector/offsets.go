@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 
@@ -59,7 +58,7 @@ func (a *app) offsetsCommand() *cli.Command {
 
 // broker answers the offset lookups of the offsets commands.
 type broker struct {
-	client sarama.Client
+	*projector.Cluster
 }
 
 // connectBroker validates the Kafka flags (for topics, those given) and
@@ -73,52 +72,29 @@ func (a *app) connectBroker(cmd *cli.Command, topics []string) (*broker, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, usageError{err}
 	}
-	sc := sarama.NewConfig()
-	sc.ClientID = "projector"
-	sc.Version, _ = sarama.ParseKafkaVersion(cfg.KafkaVersion) // checked by Validate
-	sc.Metadata.AllowAutoTopicCreation = false
-	// Committed data only, as every client of the worker (projector/txn.go).
-	sc.Consumer.IsolationLevel = sarama.ReadCommitted
-	sc.Net.DialTimeout = 10 * time.Second
-	sc.Metadata.Retry.Max = 2
-	client, err := sarama.NewClient(cfg.Brokers, sc)
+	c, err := projector.DialCluster(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to kafka at %s: %w", strings.Join(cfg.Brokers, ","), err)
+		return nil, err
 	}
-	return &broker{client: client}, nil
+	return &broker{c}, nil
 }
-
-func (b *broker) Close() { _ = b.client.Close() }
 
 // partitions lists a topic's partitions; a topic that does not exist is a
 // usage error.
 func (b *broker) partitions(topic string) ([]int32, error) {
-	parts, err := b.client.Partitions(topic)
-	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+	parts, err := b.Partitions(topic)
+	if errors.Is(err, projector.ErrUnknownTopic) {
 		return nil, usagef("topic %q does not exist on the broker", topic)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("look up partitions of topic %q: %w", topic, err)
-	}
-	parts = slices.Clone(parts)
-	slices.Sort(parts)
-	return parts, nil
+	return parts, err
 }
 
 // logRange returns a partition's log start offset, last stable offset
 // (below the high watermark while a transaction is open: a read-committed
 // consumer reads nothing from there until it ends) and high watermark.
 func (b *broker) logRange(topic string, p int32) (start, lso, hwm int64, err error) {
-	if start, err = b.client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
-		return 0, 0, 0, fmt.Errorf("look up log start of %s/%d: %w", topic, p, err)
-	}
-	if hwm, err = b.client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
-		return 0, 0, 0, fmt.Errorf("look up high watermark of %s/%d: %w", topic, p, err)
-	}
-	if lso, err = projector.LastStableOffset(b.client, topic, p); err != nil {
-		return 0, 0, 0, fmt.Errorf("look up last stable offset of %s/%d: %w", topic, p, err)
-	}
-	return start, min(lso, hwm), hwm, nil
+	r, err := b.Range(topic, p)
+	return r.Start, r.LastStable, r.HighWatermark, err
 }
 
 // partitionOffsets is one row of offsets show.
@@ -282,7 +258,7 @@ func (b *broker) resolve(to resetTo, topic string, p int32, start, lso, hwm int6
 	}
 	// The first message stamped at or after the time; -1 when there is
 	// none. Times before 1970 mean the log start (-1 and -2 are special).
-	off, err := projector.ListOffset(b.client, topic, p, max(to.at.UnixMilli(), 0))
+	off, err := b.ListOffset(topic, p, max(to.at.UnixMilli(), 0))
 	if err != nil {
 		return 0, false, fmt.Errorf("look up the offset of %s/%d at %s: %w", topic, p, to.at.Format(time.RFC3339Nano), err)
 	}

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v5"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
@@ -100,10 +99,9 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 			return err
 		}
 		defer probe.Close()
-		version, _ := sarama.ParseKafkaVersion(cfg.KafkaVersion) // checked by Validate
 		h := newHTTPHandler(newRegistry(metrics), []readyCheck{
 			databaseCheck(probe),
-			kafkaCheck(cfg.Brokers, cfg.Topics, version),
+			kafkaCheck(cfg),
 			workerCheck(w, readyRetryLimit),
 		})
 		g.Go(func() error { return serveHTTP(serveCtx, ln, h, a.log) })
