@@ -31,6 +31,24 @@ func (e *SchemaError) Error() string {
 
 func (e *SchemaError) Unwrap() error { return e.Err }
 
+// ProjectionError is a projection's own failure (contract §7): its Apply
+// or Forget returned an error, so the transaction rolled back. It is never
+// the data's fault: the worker retries the batch with backoff, reports
+// itself unready and logs the projection's name, until the projection
+// succeeds; no event becomes a dead letter or is skipped because of it.
+type ProjectionError struct {
+	Projection string
+	// Op is "apply", "forget", "setup" or "build".
+	Op  string
+	Err error
+}
+
+func (e *ProjectionError) Error() string {
+	return "projection " + e.Projection + ": " + e.Op + ": " + e.Err.Error()
+}
+
+func (e *ProjectionError) Unwrap() error { return e.Err }
+
 // Lease is one consumer session's claim on a partition, as stored in
 // consumer_offsets. NextOffset is where this owner expects the stored
 // offset to be; Epoch is the lease epoch it took.
@@ -118,6 +136,7 @@ func (b *Batch) Add(m Message) {
 	if err != nil {
 		b.AddDeadLetter(m, err)
 	} else {
+		ev.Topic, ev.Partition, ev.Offset = b.Lease.Topic, b.Lease.Partition, m.Offset
 		b.Records = append(b.Records, Record{Offset: m.Offset, Event: ev, Key: m.Key, Headers: m.Headers})
 	}
 	b.End = m.Offset + 1
@@ -160,10 +179,19 @@ func (b *Batch) UniqueRecords() []*Record {
 // FoldRecords projects the events of records into one partial Run per
 // workflow_run_id, sorted by workflow_run_id. The events must be distinct.
 func FoldRecords(recs []*Record) []Run {
-	idx := make(map[string]int, len(recs)/4)
-	runs := make([]Run, 0, len(recs)/4)
-	for i := range recs {
-		e := &recs[i].Event
+	return foldRuns(len(recs), func(i int) *Event { return &recs[i].Event })
+}
+
+// FoldEvents is FoldRecords of events.
+func FoldEvents(events []Event) []Run {
+	return foldRuns(len(events), func(i int) *Event { return &events[i] })
+}
+
+func foldRuns(n int, event func(i int) *Event) []Run {
+	idx := make(map[string]int, n/4)
+	runs := make([]Run, 0, n/4)
+	for i := range n {
+		e := event(i)
 		if j, ok := idx[e.WorkflowRunID]; ok {
 			runs[j] = Combine(runs[j], FromEvent(*e))
 			continue

@@ -62,6 +62,11 @@ type Event struct {
 	// Payload is the whole event as received: valid UTF-8 JSON that
 	// PostgreSQL's jsonb accepts.
 	Payload []byte
+	// Topic, Partition and Offset say which Kafka message carried it
+	// (zero when it was only decoded, not consumed).
+	Topic     string
+	Partition int32
+	Offset    int64
 }
 
 // TerminalStatus returns the run status a terminal event type decides, and

@@ -837,7 +837,29 @@ func TestRunEqual(t *testing.T) {
 	other.StartedAt.Valid = true
 	require.False(t, unset.Equal(other))
 
-	typ := reflect.TypeFor[Run]()
+	requireEqualSeesEveryField(t, base, Run.Equal)
+}
+
+// TestStepEqual: Step.Equal compares every field, times as instants.
+func TestStepEqual(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	base := Step{WorkflowRunID: "r", Attempt: 2, StepID: "build", WorkflowID: "w", Source: "s", Status: StatusFailed,
+		StartedAt: sql.NullTime{Time: at, Valid: true}, FinishedAt: sql.NullTime{Time: at.Add(time.Second), Valid: true},
+		Error: sql.NullString{String: "boom", Valid: true}, EventCount: 4, FirstEventAt: at, LastEventAt: at.Add(time.Second),
+		LatestEventID: "e2", TerminalEventID: "e2"}
+	elsewhere := base
+	elsewhere.StartedAt.Time = at.In(time.FixedZone("UTC+1", 3600))
+	require.True(t, base.Equal(elsewhere), "the same instants in another location")
+	requireEqualSeesEveryField(t, base, Step.Equal)
+}
+
+// requireEqualSeesEveryField changes each field of base in turn and
+// requires equal to tell the result from base, so that a field added to
+// the struct but not to its Equal fails.
+func requireEqualSeesEveryField[T any](t *testing.T, base T, equal func(a, b T) bool) {
+	t.Helper()
+	typ := reflect.TypeFor[T]()
 	for i := range typ.NumField() {
 		changed := base
 		switch f := reflect.ValueOf(&changed).Elem().Field(i).Addr().Interface().(type) {
@@ -856,6 +878,6 @@ func TestRunEqual(t *testing.T) {
 		default:
 			t.Fatalf("field %s: this test does not know how to change a %T", typ.Field(i).Name, f)
 		}
-		require.False(t, base.Equal(changed), "Equal ignores field %s", typ.Field(i).Name)
+		require.False(t, equal(base, changed), "Equal ignores field %s", typ.Field(i).Name)
 	}
 }

@@ -51,6 +51,16 @@ type Step struct {
 	TerminalEventID string
 }
 
+// Equal reports whether two steps are the same row: times compared as
+// instants (time.Time.Equal), not by location or monotonic reading.
+func (s Step) Equal(o Step) bool {
+	return s.WorkflowRunID == o.WorkflowRunID && s.Attempt == o.Attempt && s.StepID == o.StepID &&
+		s.WorkflowID == o.WorkflowID && s.Source == o.Source && s.Status == o.Status &&
+		nullTimeEqual(s.StartedAt, o.StartedAt) && nullTimeEqual(s.FinishedAt, o.FinishedAt) && s.Error == o.Error &&
+		s.EventCount == o.EventCount && s.FirstEventAt.Equal(o.FirstEventAt) && s.LastEventAt.Equal(o.LastEventAt) &&
+		s.LatestEventID == o.LatestEventID && s.TerminalEventID == o.TerminalEventID
+}
+
 // StatusSkipped is the status of a step whose deciding terminal event is
 // step.skipped. Steps are otherwise StatusRunning, StatusSucceeded or
 // StatusFailed.
@@ -246,10 +256,19 @@ func ProjectSteps(events []Event) []Step {
 // distinct. It is FoldRecords for the steps projection: the rows a batch
 // merges into workflow_steps.
 func FoldSteps(recs []*Record) []Step {
-	idx := make(map[stepKey]int, len(recs)/4)
-	steps := make([]Step, 0, len(recs)/4)
-	for i := range recs {
-		s, ok := StepFromEvent(recs[i].Event)
+	return foldSteps(len(recs), func(i int) *Event { return &recs[i].Event })
+}
+
+// FoldStepEvents is FoldSteps of events.
+func FoldStepEvents(events []Event) []Step {
+	return foldSteps(len(events), func(i int) *Event { return &events[i] })
+}
+
+func foldSteps(n int, event func(i int) *Event) []Step {
+	idx := make(map[stepKey]int, n/4)
+	steps := make([]Step, 0, n/4)
+	for i := range n {
+		s, ok := StepFromEvent(*event(i))
 		if !ok {
 			continue
 		}

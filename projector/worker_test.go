@@ -169,6 +169,21 @@ func (p *pipeline) verify() {
 	}
 	require.Empty(t, mismatches, "runs that differ from the projection of the produced events")
 
+	var all []projector.Event
+	for _, evs := range byRun {
+		all = append(all, evs...)
+	}
+	wantSteps := projector.ProjectSteps(all)
+	gotSteps, err := p.st.ListSteps(ctx)
+	require.NoError(t, err)
+	require.Len(t, gotSteps, len(wantSteps), "steps")
+	for i, row := range gotSteps { // both in key order
+		if !wantSteps[i].Equal(row.Step) {
+			mismatches = append(mismatches, fmt.Sprintf("step %d:\n got  %+v\n want %+v", i, row.Step, wantSteps[i]))
+		}
+	}
+	require.Empty(t, mismatches, "steps that differ from the projection of the produced events")
+
 	dlRows, err := p.st.Pool().Query(ctx, `SELECT value, reason FROM dead_letters ORDER BY partition, "offset"`)
 	require.NoError(t, err)
 	var dead [][]byte

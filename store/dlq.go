@@ -260,6 +260,9 @@ func (s *Store) replayRows(ctx context.Context, opts ReplayOptions, res *ReplayR
 // invalid, with today's reason and error.
 func revalidate(rows []dbsqlc.DeadLetter) *projector.Batch {
 	b := &projector.Batch{}
+	if len(rows) > 0 { // one partition's, as replayTx takes them
+		b.Lease.Topic, b.Lease.Partition = rows[0].Topic, rows[0].Partition
+	}
 	for _, d := range rows {
 		b.Add(projector.Message{Offset: d.Offset, Key: d.Key, Value: d.Value})
 	}
@@ -380,7 +383,7 @@ func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter) ([]Repla
 				return err
 			}
 			outs = outcomes(cur, b, stored)
-			if _, _, err := s.storeEvents(ctx, tx, topic, partition, recs); err != nil {
+			if _, err := s.storeEvents(ctx, tx, topic, partition, recs); err != nil {
 				return err
 			}
 			var done []int64

@@ -89,12 +89,17 @@ func refusal(err error) string {
 
 // classify wraps err with the sentinel of package projector that tells
 // the worker what to do with it: ErrRejected (the rows are to blame: split
-// the batch) or ErrSchema (the schema is broken: retry, loudly). Other
-// errors are returned as they are, and retried as transient.
+// the batch) or a SchemaError (the schema is broken: retry, loudly). A
+// ProjectionError stays as it is, whatever PostgreSQL said inside it: a
+// projection's failure is never the data's fault. Other errors are
+// returned as they are, and retried as transient.
 func classify(err error) error {
+	var pe *projector.ProjectionError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &pe):
+		return err // the projection's fault, whatever PostgreSQL said: retried
 	case IsDataError(err):
 		return fmt.Errorf("%w: %w", projector.ErrRejected, err)
 	case IsSchemaError(err):

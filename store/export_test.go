@@ -13,7 +13,7 @@ import (
 // ApplySkipStored applies b with the insert that skips stored event_ids
 // only, never by COPY, so that tests can compare the two ways.
 func (s *Store) ApplySkipStored(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
-	w := newWork(b, true)
+	w := s.newWork(b, true)
 	defer w.release()
 	res, _, err := s.apply(ctx, w)
 	return res, err

@@ -28,6 +28,8 @@ type Store struct {
 	slots chan struct{}
 	// copies: the batch COPYs seen waiting on their client (stalled.go).
 	copies copyWatch
+	// projections: the built-in ones, then Config.Projections.
+	projections []Projection
 }
 
 // DefaultURL is the database every command uses when none is given.
@@ -49,6 +51,10 @@ type Config struct {
 	// with no progress before ReapStalledCopies ends its session. Default
 	// DefaultStalledCopyAfter.
 	StalledCopyAfter time.Duration
+	// Projections are the user's projections, applied after the built-in
+	// ones (workflow_runs, workflow_steps) in every transaction that
+	// stores events, resets offsets or rebuilds. Default none.
+	Projections []Projection
 	// MaxConns caps the pool; each batch in flight applies on a
 	// connection of its own. Default (0): pgxpool's, the greater of 4 and
 	// the number of CPUs (projector run sets it from --db-max-conns).
@@ -66,6 +72,9 @@ const IdleInTransactionTimeout = 10 * time.Second
 // Open validates the URL and creates a pool; it does not wait for the
 // server, so a worker can start while PostgreSQL is still coming up.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := checkProjections(cfg.Projections); err != nil {
+		return nil, err
+	}
 	pc, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url %s: %w", RedactURL(cfg.URL), errors.Unwrap(err))
@@ -99,7 +108,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if stall <= 0 {
 		stall = DefaultStalledCopyAfter
 	}
-	return &Store{pool: pool, q: dbsqlc.New(), slots: make(chan struct{}, par), copies: copyWatch{after: stall}}, nil
+	return &Store{pool: pool, q: dbsqlc.New(), slots: make(chan struct{}, par), copies: copyWatch{after: stall},
+		projections: append(builtinProjections(), cfg.Projections...)}, nil
 }
 
 // Pool returns the underlying pool, for tests and tools.

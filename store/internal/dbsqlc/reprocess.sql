@@ -89,8 +89,9 @@ WHERE d.topic = x.topic AND d.partition = x.partition AND d."offset" >= x.from_o
 
 -- name: EventsOfRuns :many
 -- The stored events of some runs, leaving out those at the positions a
--- reset removes (none when the arrays are empty), in no order.
-SELECT e.workflow_run_id, e.event_id, e.payload
+-- reset removes (none when the arrays are empty), each partition's in
+-- offset order.
+SELECT e.workflow_run_id, e.event_id, e.payload, e.topic, e.partition, e."offset"
 FROM workflow_events AS e
 WHERE e.workflow_run_id = ANY(@run_ids::text[])
   AND NOT EXISTS (
@@ -100,7 +101,8 @@ WHERE e.workflow_run_id = ANY(@run_ids::text[])
         unnest(@except_partitions::integer[]) AS partition,
         unnest(@except_from_offsets::bigint[]) AS from_offset
     ) AS x
-    WHERE e.topic = x.topic AND e.partition = x.partition AND e."offset" >= x.from_offset);
+    WHERE e.topic = x.topic AND e.partition = x.partition AND e."offset" >= x.from_offset)
+ORDER BY e.topic, e.partition, e."offset";
 
 -- name: RunsByID :many
 SELECT *

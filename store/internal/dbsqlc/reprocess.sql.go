@@ -173,7 +173,7 @@ func (q *Queries) DeleteRuns(ctx context.Context, db DBTX, runIds []string) (int
 }
 
 const eventsOfRuns = `-- name: EventsOfRuns :many
-SELECT e.workflow_run_id, e.event_id, e.payload
+SELECT e.workflow_run_id, e.event_id, e.payload, e.topic, e.partition, e."offset"
 FROM workflow_events AS e
 WHERE e.workflow_run_id = ANY($1::text[])
   AND NOT EXISTS (
@@ -184,6 +184,7 @@ WHERE e.workflow_run_id = ANY($1::text[])
         unnest($4::bigint[]) AS from_offset
     ) AS x
     WHERE e.topic = x.topic AND e.partition = x.partition AND e."offset" >= x.from_offset)
+ORDER BY e.topic, e.partition, e."offset"
 `
 
 type EventsOfRunsParams struct {
@@ -197,10 +198,14 @@ type EventsOfRunsRow struct {
 	WorkflowRunID string
 	EventID       string
 	Payload       []byte
+	Topic         string
+	Partition     int32
+	Offset        int64
 }
 
 // The stored events of some runs, leaving out those at the positions a
-// reset removes (none when the arrays are empty), in no order.
+// reset removes (none when the arrays are empty), each partition's in
+// offset order.
 func (q *Queries) EventsOfRuns(ctx context.Context, db DBTX, arg EventsOfRunsParams) ([]EventsOfRunsRow, error) {
 	rows, err := db.Query(ctx, eventsOfRuns,
 		arg.RunIds,
@@ -215,7 +220,14 @@ func (q *Queries) EventsOfRuns(ctx context.Context, db DBTX, arg EventsOfRunsPar
 	var items []EventsOfRunsRow
 	for rows.Next() {
 		var i EventsOfRunsRow
-		if err := rows.Scan(&i.WorkflowRunID, &i.EventID, &i.Payload); err != nil {
+		if err := rows.Scan(
+			&i.WorkflowRunID,
+			&i.EventID,
+			&i.Payload,
+			&i.Topic,
+			&i.Partition,
+			&i.Offset,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -1,0 +1,274 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/store/internal/dbsqlc"
+)
+
+// The projection seam (contract §7): every projection, the built-in ones
+// (workflow_runs, workflow_steps) and the user's, derives tables of its own
+// from the stored events, in the transaction that stores them. Apply (the
+// batches), ReplayDeadLetters, ResetOffsets and Rebuild all go through the
+// Store's list of projections, built-in ones first.
+
+// DB is what a projection may do in the transaction: pgx.Tx without
+// Commit, Rollback or Begin.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// Projection derives tables of its own from the stored events.
+type Projection interface {
+	// Name is stable and unique, [a-z][a-z0-9_]* (at most 63 bytes).
+	Name() string
+	// Setup creates what the projection needs if it is not there yet
+	// (idempotent). `migrate up` and `run` call it.
+	Setup(ctx context.Context, db DB) error
+	// Apply is called in a batch transaction with the events that the
+	// transaction stores for the first time: distinct, valid, each given to
+	// the projection once (until it forgets it), those of one partition in
+	// offset order. An error rolls the whole transaction back.
+	Apply(ctx context.Context, db DB, events []projector.Event) error
+	// Forget removes everything derived from the events of these runs (all
+	// runs when runIDs is nil). The caller then applies every stored event
+	// of those runs again, in the same transaction.
+	Forget(ctx context.Context, db DB, runIDs []string) error
+}
+
+// validName is the form of a projection's name.
+var validName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// checkProjections validates the names of the user's projections: each
+// well formed, and no two alike, nor alike a built-in one.
+func checkProjections(ps []Projection) error {
+	seen := map[string]bool{}
+	for _, p := range builtinProjections() {
+		seen[p.Name()] = true
+	}
+	var errs []error
+	for _, p := range ps {
+		name := p.Name()
+		switch {
+		case !validName.MatchString(name):
+			errs = append(errs, fmt.Errorf("projection %q: a name is [a-z][a-z0-9_]*, at most 63 bytes", name))
+		case seen[name]:
+			errs = append(errs, fmt.Errorf("projection %q: the name is taken (by a built-in projection or another one loaded)", name))
+		}
+		seen[name] = true
+	}
+	return errors.Join(errs...)
+}
+
+// builtinProjections are the projections every store has, in the order
+// they apply.
+func builtinProjections() []Projection {
+	return []Projection{runsProjection{}, stepsProjection{}}
+}
+
+// Projections returns the store's projections in the order they apply:
+// the built-in ones, then the user's.
+func (s *Store) Projections() []Projection { return slices.Clone(s.projections) }
+
+// folder is a built-in projection whose rows are a fold of its events: its
+// merge of a batch is prepared from the batch's records before the
+// transaction begins, and queued with the batch's other statements, so
+// that it costs the transaction no round trip of its own.
+type folder interface {
+	Projection
+	// prepare folds recs (one per event_id, never applied before) into
+	// the merge of their rows.
+	prepare(recs []*projector.Record) merge
+}
+
+// merge is a folder's prepared merge: queue adds it to a batch; rows is
+// how many rows it merges.
+type merge struct {
+	queue func(b *pgx.Batch)
+	rows  int
+}
+
+// prepareMerges prepares the merge of every folder for recs.
+func (s *Store) prepareMerges(recs []*projector.Record) []merge {
+	var ms []merge
+	for _, p := range s.projections {
+		if f, ok := p.(folder); ok {
+			ms = append(ms, f.prepare(recs))
+		}
+	}
+	return ms
+}
+
+// runsProjection is workflow_runs (contract §3): projector.Combine in SQL.
+type runsProjection struct{}
+
+func (runsProjection) Name() string { return "workflow_runs" }
+
+// Setup has nothing to do: the migrations create workflow_runs.
+func (runsProjection) Setup(context.Context, DB) error { return nil }
+
+func (p runsProjection) Apply(ctx context.Context, db DB, events []projector.Event) error {
+	runs := projector.FoldEvents(events)
+	if len(runs) == 0 {
+		return nil
+	}
+	res := db.SendBatch(ctx, queued(func(b *pgx.Batch) { dbsqlc.QueueMergeRuns(b, mergeRunsParams(runs)) }))
+	if err := res.Close(); err != nil {
+		return fmt.Errorf("merge %d runs: %w", len(runs), err)
+	}
+	return nil
+}
+
+func (runsProjection) prepare(recs []*projector.Record) merge {
+	runs := projector.FoldRecords(recs)
+	if len(runs) == 0 {
+		return merge{}
+	}
+	params := mergeRunsParams(runs)
+	return merge{queue: func(b *pgx.Batch) { dbsqlc.QueueMergeRuns(b, params) }, rows: len(runs)}
+}
+
+func (runsProjection) Forget(ctx context.Context, db DB, runIDs []string) error {
+	return forgetRows(ctx, db, "workflow_runs", runIDs)
+}
+
+// stepsProjection is workflow_steps (contract §3.1): projector.CombineSteps
+// in SQL.
+type stepsProjection struct{}
+
+func (stepsProjection) Name() string { return "workflow_steps" }
+
+// Setup has nothing to do: the migrations create workflow_steps.
+func (stepsProjection) Setup(context.Context, DB) error { return nil }
+
+func (stepsProjection) Apply(ctx context.Context, db DB, events []projector.Event) error {
+	steps := projector.FoldStepEvents(events)
+	if len(steps) == 0 {
+		return nil
+	}
+	res := db.SendBatch(ctx, queued(func(b *pgx.Batch) { dbsqlc.QueueMergeSteps(b, mergeStepsParams(steps)) }))
+	if err := res.Close(); err != nil {
+		return fmt.Errorf("merge %d steps: %w", len(steps), err)
+	}
+	return nil
+}
+
+func (stepsProjection) prepare(recs []*projector.Record) merge {
+	steps := projector.FoldSteps(recs)
+	if len(steps) == 0 {
+		return merge{}
+	}
+	params := mergeStepsParams(steps)
+	return merge{queue: func(b *pgx.Batch) { dbsqlc.QueueMergeSteps(b, params) }, rows: len(steps)}
+}
+
+func (stepsProjection) Forget(ctx context.Context, db DB, runIDs []string) error {
+	return forgetRows(ctx, db, "workflow_steps", runIDs)
+}
+
+func queued(add func(b *pgx.Batch)) *pgx.Batch {
+	b := &pgx.Batch{}
+	add(b)
+	return b
+}
+
+// forgetRows deletes a built-in table's rows of some runs, or all rows.
+func forgetRows(ctx context.Context, db DB, table string, runIDs []string) error {
+	var err error
+	if runIDs == nil {
+		_, err = db.Exec(ctx, "DELETE FROM "+table)
+	} else {
+		_, err = db.Exec(ctx, "DELETE FROM "+table+" WHERE workflow_run_id = ANY($1::text[])", runIDs)
+	}
+	if err != nil {
+		return fmt.Errorf("forget rows of %s: %w", table, err)
+	}
+	return nil
+}
+
+// txDB is what a projection gets: the transaction's five methods, and
+// nothing that could end it.
+type txDB struct{ db DB }
+
+func (t txDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return t.db.Exec(ctx, sql, args...)
+}
+
+func (t txDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return t.db.Query(ctx, sql, args...)
+}
+
+func (t txDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return t.db.QueryRow(ctx, sql, args...)
+}
+
+func (t txDB) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error) {
+	return t.db.CopyFrom(ctx, table, columns, rows)
+}
+
+func (t txDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return t.db.SendBatch(ctx, b)
+}
+
+// applyProjections gives events (distinct, never applied before; each
+// partition's in offset order) to the projections that are not folders
+// when folded is set (their merge was queued already), or to all of them.
+// A projection's error is a *projector.ProjectionError: never the data's
+// fault, so the batch is retried, not split into dead letters.
+func (s *Store) applyProjections(ctx context.Context, db DB, events []projector.Event, folded bool) error {
+	if len(events) == 0 {
+		return nil
+	}
+	for _, p := range s.projections {
+		if _, ok := p.(folder); ok && folded {
+			continue
+		}
+		if err := p.Apply(ctx, txDB{db}, events); err != nil {
+			return &projector.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
+		}
+	}
+	return nil
+}
+
+// forgetProjections has every projection forget the runs (all runs when
+// runIDs is nil).
+func (s *Store) forgetProjections(ctx context.Context, db DB, runIDs []string) error {
+	for _, p := range s.projections {
+		if err := p.Forget(ctx, txDB{db}, runIDs); err != nil {
+			return &projector.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
+		}
+	}
+	return nil
+}
+
+// hasUserProjections reports whether a projection other than the built-in
+// folders is loaded: only then do batches build the events of Apply.
+func (s *Store) hasUserProjections() bool {
+	return slices.ContainsFunc(s.projections, func(p Projection) bool { _, ok := p.(folder); return !ok })
+}
+
+// eventsInOffsetOrder returns the events of recs, each partition's in
+// offset order, for Projection.Apply.
+func eventsInOffsetOrder(recs []*projector.Record) []projector.Event {
+	out := make([]projector.Event, len(recs))
+	for i, r := range recs {
+		out[i] = r.Event
+	}
+	slices.SortFunc(out, func(x, y projector.Event) int {
+		return cmp.Or(cmp.Compare(x.Topic, y.Topic), cmp.Compare(x.Partition, y.Partition), cmp.Compare(x.Offset, y.Offset))
+	})
+	return out
+}
