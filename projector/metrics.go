@@ -63,10 +63,17 @@ func (w *Worker) RetryingSince() time.Time {
 	return time.Time{}
 }
 
-// SchemaError returns the broken schema the worker is retrying against
-// (a table dropped or renamed under it), nil when its latest retries, if
-// any, were not for that. It stays set until the worker makes progress.
-func (w *Worker) SchemaError() *SchemaError { return w.mon.schema.Load() }
+// Stuck returns what the worker is retrying that will not heal by itself:
+// a broken schema (a *SchemaError: a table dropped or renamed under it) or
+// a failing projection (a *ProjectionError). It is nil when the worker's
+// latest retries, if any, were for neither, and stays set until the
+// worker makes progress. /readyz is unready while it is set.
+func (w *Worker) Stuck() error {
+	if e := w.mon.stuck.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
 
 // hwmWriteTimeout bounds a high watermark write, so that a database that
 // hangs delays a claim's loop by at most this much; the last write, as the
@@ -91,9 +98,9 @@ type monitor struct {
 	// retryingSince is the start of the current retry streak in Unix
 	// nanoseconds, 0 when none.
 	retryingSince atomic.Int64
-	// schema is the latest SchemaError of the current retry streak, nil
-	// when none.
-	schema atomic.Pointer[SchemaError]
+	// stuck is the latest SchemaError or ProjectionError of the current
+	// retry streak, nil when none (Worker.Stuck).
+	stuck atomic.Pointer[error]
 }
 
 func newMonitor(cfg Config, sink Sink) *monitor {
@@ -109,7 +116,7 @@ func newMonitor(cfg Config, sink Sink) *monitor {
 
 func (m *monitor) progress() {
 	m.retryingSince.Store(0)
-	m.schema.Store(nil)
+	m.stuck.Store(nil)
 }
 
 func (m *monitor) rebalanced() {
@@ -121,8 +128,8 @@ func (m *monitor) rebalanced() {
 
 func (m *monitor) retried(what string, err error) {
 	m.retryingSince.CompareAndSwap(0, time.Now().UnixNano())
-	if se := (*SchemaError)(nil); errors.As(err, &se) {
-		m.schema.Store(se)
+	if stuck(err) {
+		m.stuck.Store(&err)
 	}
 	if m.obs != nil {
 		m.obs.Retried(what, err)
@@ -328,6 +335,7 @@ type Metrics struct {
 	inserts     *prometheus.CounterVec
 	conflicts   prometheus.Counter
 	schema      *prometheus.CounterVec
+	projections *prometheus.CounterVec
 
 	lag, hwm, next, claimed *prometheus.Desc
 
@@ -409,6 +417,10 @@ func NewMetrics() *Metrics {
 			Name: "projector_copy_conflicts_total",
 			Help: "Batches whose COPY met an event_id already stored and were applied again with insert_skip_stored; the partition stays on that way until a batch finds no stored event_id.",
 		}),
+		projections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "projector_projection_errors_total",
+			Help: "Failed attempts because a projection's Apply or Forget returned an error, by projection; the batch is retried, never skipped or dead-lettered.",
+		}, []string{"projection"}),
 		schema: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "projector_schema_errors_total",
 			Help: "Failed attempts because something of the database schema is missing (a table dropped or renamed under the worker), by the relation PostgreSQL named; retried until it is restored.",
@@ -440,7 +452,7 @@ func NewMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.messages, m.events, m.duplicates, m.deadLetters, m.batchSize,
-		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents, m.inserts, m.conflicts, m.schema}
+		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents, m.inserts, m.conflicts, m.schema, m.projections}
 }
 
 // Describe implements prometheus.Collector.
@@ -566,6 +578,9 @@ func (m *Metrics) Retried(what string, err error) {
 	m.retries.WithLabelValues(what).Inc()
 	if se := (*SchemaError)(nil); errors.As(err, &se) {
 		m.schema.WithLabelValues(se.Relation).Inc()
+	}
+	if pe := (*ProjectionError)(nil); errors.As(err, &pe) {
+		m.projections.WithLabelValues(pe.Projection).Inc()
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 
 // TestMissingTableIsLoudAndHeals: a table renamed away under a worker is
 // a broken schema, not a passing glitch. The worker says so at once: an
-// error line naming the relation, Worker.SchemaError (behind /readyz) and
+// error line naming the relation, Worker.Stuck (behind /readyz) and
 // projector_schema_errors_total. It retries the batches, storing and
 // skipping nothing, and once the table is back it applies every event
 // exactly once and is no longer in error.
@@ -39,8 +39,8 @@ func TestMissingTableIsLoudAndHeals(t *testing.T) {
 	go func() { done <- w.Run(ctx) }()
 
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		se := w.SchemaError()
-		if !assert.NotNil(c, se, "the worker reports the broken schema") {
+		var se *projector.SchemaError
+		if !assert.ErrorAs(c, w.Stuck(), &se, "the worker reports the broken schema") {
 			return
 		}
 		assert.Equal(c, "workflow_runs", se.Relation)
@@ -66,6 +66,6 @@ func TestMissingTableIsLoudAndHeals(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("worker did not catch up in 2 minutes once the table was back")
 	}
-	require.Nil(t, w.SchemaError(), "progress clears the schema error")
+	require.NoError(t, w.Stuck(), "progress clears the schema error")
 	p.verify()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/projector/projectiontest"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
@@ -34,12 +35,16 @@ type pipeline struct {
 	produced []projector.Message
 }
 
+// newPipeline makes a test's world. Its store has, besides the built-in
+// projections, two of a user's kind (projectiontest: an aggregate, pc, and
+// a table per run, pr), which verify checks too: every worker test runs
+// them through its path.
 func newPipeline(t *testing.T, partitions int32) *pipeline {
 	t.Helper()
 	return &pipeline{
 		t:       t,
 		cluster: kafkatest.New(t, topic, partitions),
-		st:      storetest.New(t),
+		st:      storetest.OpenWith(t, storetest.URL(t), projectiontest.Counts{N: "pc"}, projectiontest.PerRun{N: "pr"}),
 		group:   "projector-test",
 	}
 }
@@ -183,6 +188,10 @@ func (p *pipeline) verify() {
 		}
 	}
 	require.Empty(t, mismatches, "steps that differ from the projection of the produced events")
+
+	got, err := projectiontest.Tables(ctx, p.st.Pool(), "pc", "pr")
+	require.NoError(t, err)
+	require.Equal(t, projectiontest.Want(all), got, "the tables of the user's projections")
 
 	dlRows, err := p.st.Pool().Query(ctx, `SELECT value, reason FROM dead_letters ORDER BY partition, "offset"`)
 	require.NoError(t, err)

@@ -83,6 +83,20 @@ func builtinProjections() []Projection {
 // the built-in ones, then the user's.
 func (s *Store) Projections() []Projection { return slices.Clone(s.projections) }
 
+// SetupProjections runs every projection's Setup, in one transaction:
+// `migrate up` and `run` call it, so that each projection's tables exist
+// before a batch applies it.
+func (s *Store) SetupProjections(ctx context.Context) error {
+	return s.withTx(ctx, func(tx pgx.Tx) error {
+		for _, p := range s.projections {
+			if err := p.Setup(ctx, txDB{tx}); err != nil {
+				return &projector.ProjectionError{Projection: p.Name(), Op: "setup", Err: err}
+			}
+		}
+		return nil
+	})
+}
+
 // folder is a built-in projection whose rows are a fold of its events: its
 // merge of a batch is prepared from the batch's records before the
 // transaction begins, and queued with the batch's other statements, so

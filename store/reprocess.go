@@ -194,7 +194,14 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 		if err != nil {
 			return fmt.Errorf("list runs to recompute: %w", err)
 		}
+		// The other projections forget the runs while their events are
+		// all still stored, and get the remaining ones again below. A dry
+		// run, read only, leaves them be: it reports workflow_runs.
+		others := s.others("")
 		if !dryRun {
+			if err := forget(ctx, tx, others, runIDs); err != nil {
+				return err
+			}
 			if _, err := s.q.DeleteEventsFrom(ctx, tx, dbsqlc.DeleteEventsFromParams(pos)); err != nil {
 				return fmt.Errorf("remove events: %w", err)
 			}
@@ -206,7 +213,7 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 		for chunk := range slices.Chunk(runIDs, runChunk) {
 			// The events at the removed positions are gone already, unless
 			// this is a dry run: leave them out either way.
-			computed, _, err := s.projectRuns(ctx, tx, dbsqlc.EventsOfRunsParams{
+			events, err := s.loadEvents(ctx, tx, dbsqlc.EventsOfRunsParams{
 				RunIds: chunk, ExceptTopics: pos.Topics, ExceptPartitions: pos.Partitions, ExceptFromOffsets: pos.FromOffsets,
 			})
 			if err != nil {
@@ -216,8 +223,13 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 			if err != nil {
 				return fmt.Errorf("read runs: %w", err)
 			}
-			if err := sy.sync(ctx, rows, computed); err != nil {
+			if err := sy.sync(ctx, rows, projectRuns(events)); err != nil {
 				return err
+			}
+			if !dryRun {
+				if err := apply(ctx, tx, others, events); err != nil {
+					return err
+				}
 			}
 		}
 		if dryRun {
@@ -257,8 +269,12 @@ func positionsOf(targets []OffsetTarget) positions {
 
 // RebuildOptions configure Rebuild.
 type RebuildOptions struct {
-	// DryRun computes the differences in a read-only snapshot and writes
-	// nothing.
+	// Projection, when set, is the one projection to rebuild; every one
+	// when empty.
+	Projection string
+	// DryRun computes the differences of workflow_runs in a read-only
+	// snapshot and writes nothing. Other projections cannot say what
+	// would change: a dry run of one of them only counts the events.
 	DryRun bool
 	// Samples caps the differences reported in RunChanges.Samples.
 	Samples int
@@ -274,37 +290,69 @@ type RebuildOptions struct {
 type RebuildResult struct {
 	// Events is the number of stored events read.
 	Events int64
+	// Projections are the names of the projections rebuilt.
+	Projections []string
+	// RunChanges are those of workflow_runs, when it was rebuilt.
 	RunChanges
 }
 
-// Rebuild recomputes workflow_runs from workflow_events alone: every run
-// is projector.Project of its stored events, decoded again from their
-// stored payloads by today's rules. The rows that differ are written, and
-// rows of runs without events deleted, in one transaction that holds the
-// offsets lock throughout, so that batches wait and readers see either the
-// old table or the new one. The table itself is never replaced (views and
-// grants on it stay valid): the transaction is the shadow.
+// ErrUnknownProjection means a projection named by a command is not one of
+// the store's.
+var ErrUnknownProjection = errors.New("no such projection")
+
+// Rebuild recomputes the projections (every one, or opts.Projection) from
+// workflow_events alone, decoded again from their stored payloads by
+// today's rules, in one transaction that holds the offsets lock
+// throughout, so that batches wait and readers see either the old tables
+// or the new ones. workflow_runs is compared run by run with
+// projector.Project of the run's events: the rows that differ are
+// written, and rows of runs without events deleted. Every other
+// projection forgets everything (Forget with nil) and is given every
+// stored event again (Apply), a chunk of runs at a time. The tables
+// themselves are never replaced (views and grants on them stay valid):
+// the transaction is the shadow.
 func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult, error) {
+	runs := opts.Projection == "" || opts.Projection == (runsProjection{}).Name()
+	others := s.others(opts.Projection)
+	if opts.Projection != "" && !runs && len(others) == 0 {
+		return RebuildResult{}, fmt.Errorf("rebuild %s: %w (loaded: %s)", opts.Projection, ErrUnknownProjection, strings.Join(s.names(), ", "))
+	}
+	if opts.Projection == (runsProjection{}).Name() {
+		others = nil
+	}
 	var res RebuildResult
 	err := s.reprocessTx(ctx, opts.DryRun, func(tx pgx.Tx) error {
 		res = RebuildResult{}
+		if runs {
+			res.Projections = append(res.Projections, (runsProjection{}).Name())
+		}
+		for _, p := range others {
+			res.Projections = append(res.Projections, p.Name())
+		}
 		total, err := s.q.CountEvents(ctx, tx)
 		if err != nil {
 			return fmt.Errorf("count events: %w", err)
+		}
+		if !opts.DryRun {
+			if err := forget(ctx, tx, others, nil); err != nil {
+				return err
+			}
 		}
 		sy := &runSync{s: s, tx: tx, apply: !opts.DryRun, samples: opts.Samples, res: &res.RunChanges}
 		chunk := int32(runChunk)
 		if opts.ChunkRuns > 0 {
 			chunk = int32(min(opts.ChunkRuns, 1<<20))
 		}
-		// A row keyed '' (no event has an empty workflow_run_id) sorts
-		// before every range below.
-		empty, err := s.q.RunsByID(ctx, tx, []string{""})
-		if err != nil {
-			return fmt.Errorf("read runs: %w", err)
-		}
-		if err := sy.sync(ctx, empty, nil); err != nil {
-			return err
+		if runs {
+			// A row keyed '' (no event has an empty workflow_run_id)
+			// sorts before every range below.
+			empty, err := s.q.RunsByID(ctx, tx, []string{""})
+			if err != nil {
+				return fmt.Errorf("read runs: %w", err)
+			}
+			if err := sy.sync(ctx, empty, nil); err != nil {
+				return err
+			}
 		}
 		after := ""
 		for {
@@ -316,22 +364,32 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 				break
 			}
 			last := ids[len(ids)-1]
-			computed, n, err := s.projectRuns(ctx, tx, dbsqlc.EventsOfRunsParams{RunIds: ids})
+			events, err := s.loadEvents(ctx, tx, dbsqlc.EventsOfRunsParams{RunIds: ids})
 			if err != nil {
 				return err
 			}
-			rows, err := s.q.RunsInRange(ctx, tx, dbsqlc.RunsInRangeParams{After: after, Through: last})
-			if err != nil {
-				return fmt.Errorf("read runs: %w", err)
+			if runs {
+				rows, err := s.q.RunsInRange(ctx, tx, dbsqlc.RunsInRangeParams{After: after, Through: last})
+				if err != nil {
+					return fmt.Errorf("read runs: %w", err)
+				}
+				if err := sy.sync(ctx, rows, projectRuns(events)); err != nil {
+					return err
+				}
 			}
-			if err := sy.sync(ctx, rows, computed); err != nil {
-				return err
+			if !opts.DryRun {
+				if err := apply(ctx, tx, others, events); err != nil {
+					return err
+				}
 			}
-			res.Events += n
+			res.Events += int64(len(events))
 			after = last
 			if opts.Progress != nil {
 				opts.Progress(res.Events, total)
 			}
+		}
+		if !runs {
+			return nil
 		}
 		// Rows after the last run with events have none.
 		for {
@@ -350,9 +408,18 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 		return nil
 	})
 	if err != nil {
-		return RebuildResult{}, fmt.Errorf("rebuild workflow_runs: %w", err)
+		return RebuildResult{}, fmt.Errorf("rebuild %s: %w", strings.Join(res.Projections, ", "), err)
 	}
 	return res, nil
+}
+
+// names are the names of the store's projections, in order.
+func (s *Store) names() []string {
+	out := make([]string, len(s.projections))
+	for i, p := range s.projections {
+		out[i] = p.Name()
+	}
+	return out
 }
 
 // reprocessTx runs fn in the transaction of a reset or a rebuild. For
@@ -382,34 +449,82 @@ func (s *Store) reprocessTx(ctx context.Context, dryRun bool, fn func(tx pgx.Tx)
 	return err
 }
 
-// projectRuns reads the stored events that p selects and projects each
-// run from them, decoding every stored payload again with today's rules
+// loadEvents reads the stored events that p selects, each partition's in
+// offset order, decoding every stored payload again with today's rules
 // (projector.Decode), so that a rebuild follows the decoder as well as the
-// projection. It returns the runs in workflow_run_id order and the number
-// of events read.
-func (s *Store) projectRuns(ctx context.Context, tx pgx.Tx, p dbsqlc.EventsOfRunsParams) ([]projector.Run, int64, error) {
+// projections.
+func (s *Store) loadEvents(ctx context.Context, tx pgx.Tx, p dbsqlc.EventsOfRunsParams) ([]projector.Event, error) {
 	rows, err := s.q.EventsOfRuns(ctx, tx, p)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read events: %w", err)
+		return nil, fmt.Errorf("read events: %w", err)
 	}
-	byRun := make(map[string][]projector.Event)
-	for _, r := range rows {
+	events := make([]projector.Event, len(rows))
+	for i, r := range rows {
 		ev, err := projector.Decode(r.Payload)
 		if err != nil {
-			return nil, 0, fmt.Errorf("stored event %s no longer decodes: %w", r.EventID, err)
+			return nil, fmt.Errorf("stored event %s no longer decodes: %w", r.EventID, err)
 		}
 		if ev.EventID != r.EventID || ev.WorkflowRunID != r.WorkflowRunID {
-			return nil, 0, fmt.Errorf("stored event %s of run %s decodes as event %s of run %s",
+			return nil, fmt.Errorf("stored event %s of run %s decodes as event %s of run %s",
 				r.EventID, r.WorkflowRunID, ev.EventID, ev.WorkflowRunID)
 		}
-		byRun[r.WorkflowRunID] = append(byRun[r.WorkflowRunID], ev)
+		ev.Topic, ev.Partition, ev.Offset = r.Topic, r.Partition, r.Offset
+		events[i] = ev
+	}
+	return events, nil
+}
+
+// projectRuns projects each run of events from scratch (projector.Project)
+// and returns the runs in workflow_run_id order.
+func projectRuns(events []projector.Event) []projector.Run {
+	byRun := make(map[string][]projector.Event)
+	for _, ev := range events {
+		byRun[ev.WorkflowRunID] = append(byRun[ev.WorkflowRunID], ev)
 	}
 	runs := make([]projector.Run, 0, len(byRun))
 	for _, events := range byRun {
 		runs = append(runs, projector.Project(events))
 	}
 	slices.SortFunc(runs, func(a, b projector.Run) int { return strings.Compare(a.WorkflowRunID, b.WorkflowRunID) })
-	return runs, int64(len(rows)), nil
+	return runs
+}
+
+// others are the projections that reprocessing forgets and applies again:
+// every one but workflow_runs, whose rows it compares and rewrites
+// (runSync), so that it can say what changed. With only set, just that
+// one.
+func (s *Store) others(only string) []Projection {
+	var out []Projection
+	for _, p := range s.projections {
+		if _, ok := p.(runsProjection); ok || (only != "" && p.Name() != only) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// forget has ps forget the runs (all when runIDs is nil).
+func forget(ctx context.Context, db DB, ps []Projection, runIDs []string) error {
+	for _, p := range ps {
+		if err := p.Forget(ctx, txDB{db}, runIDs); err != nil {
+			return &projector.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
+		}
+	}
+	return nil
+}
+
+// apply gives events to ps.
+func apply(ctx context.Context, db DB, ps []Projection, events []projector.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	for _, p := range ps {
+		if err := p.Apply(ctx, txDB{db}, events); err != nil {
+			return &projector.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
+		}
+	}
+	return nil
 }
 
 // runSync compares stored runs with their projections and, when apply is

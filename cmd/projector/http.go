@@ -153,12 +153,12 @@ func kafkaCheck(cfg projector.Config) readyCheck {
 }
 
 // workerCheck fails at once while the worker retries against a broken
-// schema, and while it has been retrying other transient failures for
+// schema or a failing projection, and while it has been retrying other transient failures for
 // longer than limit without progress.
 func workerCheck(w *projector.Worker, limit time.Duration) readyCheck {
 	return readyCheck{"worker", func(context.Context) error {
-		if se := w.SchemaError(); se != nil {
-			return se
+		if err := w.Stuck(); err != nil {
+			return err
 		}
 		since := w.RetryingSince()
 		if since.IsZero() {

@@ -85,11 +85,21 @@ func New(t testing.TB) *store.Store {
 // Open opens a store on url, closed with the test.
 func Open(t testing.TB, url string) *store.Store {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{URL: url, MaxConns: 20})
+	return OpenWith(t, url)
+}
+
+// OpenWith opens a store on url with the user's projections, set up, and
+// closes it with the test.
+func OpenWith(t testing.TB, url string, projections ...store.Projection) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{URL: url, MaxConns: 20, Projections: projections})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(st.Close)
+	if err := st.SetupProjections(context.Background()); err != nil {
+		t.Fatalf("set up projections: %v", err)
+	}
 	return st
 }
 
