@@ -40,9 +40,10 @@ func main() {
 	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
 }
 
-// run executes the command line and returns the process exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	app := newApp(stdout, stderr)
+// run executes the command line, with the user's projections added to the
+// built-in ones, and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, projections ...store.Projection) int {
+	app := newApp(stdout, stderr, projections)
 	err := app.Run(ctx, args)
 	if err == nil {
 		return exitOK
@@ -64,10 +65,12 @@ func oneLine(err error) string {
 type app struct {
 	log    *logrus.Logger
 	stdout io.Writer
+	// projections are the user's, applied after the built-in ones.
+	projections []store.Projection
 }
 
-func newApp(stdout, stderr io.Writer) *cli.Command {
-	a := &app{log: logrus.New(), stdout: stdout}
+func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Command {
+	a := &app{log: logrus.New(), stdout: stdout, projections: projections}
 	a.log.SetOutput(stderr)
 	def := projector.DefaultConfig()
 	root := &cli.Command{
@@ -163,9 +166,23 @@ func splitList(s string) []string {
 // is a usage error.
 func (a *app) openStore(ctx context.Context, cmd *cli.Command, cfg store.Config) (*store.Store, error) {
 	cfg.URL = cmd.String("database-url")
+	cfg.Projections = a.projections
 	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--database-url: %w", err)}
 	}
 	return st, nil
+}
+
+// setupProjections runs every projection's Setup. A projection that fails
+// its Setup is a configuration error: exit code 2, naming it.
+func (a *app) setupProjections(ctx context.Context, st *store.Store) error {
+	err := st.SetupProjections(ctx)
+	if pe := (*projector.ProjectionError)(nil); errors.As(err, &pe) {
+		return usageError{err}
+	}
+	if err != nil {
+		return fmt.Errorf("set up projections: %w", err)
+	}
+	return nil
 }

@@ -116,7 +116,10 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 // runWorker waits for the database, then runs the worker until ctx ends (or
 // it has caught up, with --until-caught-up) and logs what it did.
 func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *projector.Worker, m *projector.Metrics) error {
-	if err := a.checkSchema(ctx, st); err != nil {
+	if err := a.checkSchema(ctx, st); err != nil || ctx.Err() != nil {
+		return err
+	}
+	if err := a.setupProjections(ctx, st); err != nil {
 		return err
 	}
 	if path := cmd.String("cpu-profile"); path != "" {
