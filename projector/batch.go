@@ -13,6 +13,11 @@ import (
 // moved the offset. The batch was rolled back and the claim must end.
 var ErrFenced = errors.New("fenced: the partition's stored offset or lease moved")
 
+// ErrProjectionNotLoaded means the database has a projection that this
+// process does not: applying events without it would leave its table
+// silently wrong, so the worker stops (exit code 2).
+var ErrProjectionNotLoaded = errors.New("a projection of the database is not loaded in this process")
+
 // SchemaError means PostgreSQL answered that something the program needs
 // is not there: a table dropped or renamed under a running worker, a
 // column or function missing. Retrying cannot mend it until someone

@@ -147,7 +147,8 @@ func (w *Worker) Stats() *Stats { return &w.stats }
 // UntilCaughtUp, until every partition's stored offset has reached its high
 // watermark. Transient failures of the broker or PostgreSQL are retried.
 func (w *Worker) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, stop := context.WithCancelCause(ctx)
+	cancel := func() { stop(nil) }
 	defer cancel()
 	log := w.log.WithField("group", w.cfg.Group)
 
@@ -186,7 +187,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { _ = group.Close(); <-errsDone }()
 
-	h := &handler{w: w, probe: probe, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
+	h := &handler{w: w, probe: probe, stop: stop, leases: map[TopicPartition]Lease{}, nudge: make(chan struct{}, 1)}
 	g, gctx := errgroup.WithContext(ctx)
 	if r, ok := w.sink.(Reaper); ok {
 		g.Go(func() error {
@@ -217,7 +218,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			return w.waitCaughtUp(gctx, log, probe, h.nudge)
 		})
 	}
-	return ignoreCanceled(ctx, g.Wait())
+	err = g.Wait()
+	if cause := context.Cause(ctx); errors.Is(cause, ErrProjectionNotLoaded) {
+		return cause
+	}
+	return ignoreCanceled(ctx, err)
 }
 
 // reap ends, every ReapInterval until ctx ends, the sessions of workers
@@ -357,6 +362,8 @@ type handler struct {
 	// probe answers the look-ups: log starts, high watermarks, last
 	// stable offsets and the reads past transaction markers (skipPast).
 	probe *Cluster
+	// stop ends the worker's Run with an error that retrying cannot mend.
+	stop context.CancelCauseFunc
 
 	mu     sync.Mutex
 	leases map[TopicPartition]Lease
@@ -621,6 +628,13 @@ func (ap *applier) stop() {
 // of the session. Returning ends the whole session, so the group rejoins
 // and Setup positions every partition at its stored offset again.
 func (h *handler) endClaim(log logrus.FieldLogger, err error) error {
+	if errors.Is(err, ErrProjectionNotLoaded) {
+		log.WithError(err).Error("stopping: a projection of the database is not loaded in this worker")
+		if h.stop != nil {
+			h.stop(err)
+		}
+		return nil
+	}
 	if errors.Is(err, ErrFenced) {
 		h.w.stats.Fenced.Add(1)
 		h.w.mon.fenced()
@@ -717,7 +731,7 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *Batch) e
 		t0 := time.Now()
 		res, err := w.sink.Apply(ctx, b)
 		took = time.Since(t0)
-		if err != nil && (errors.Is(err, ErrFenced) || errors.Is(err, ErrRejected) || ctx.Err() != nil) {
+		if err != nil && (errors.Is(err, ErrFenced) || errors.Is(err, ErrRejected) || errors.Is(err, ErrProjectionNotLoaded) || ctx.Err() != nil) {
 			return res, backoff.Permanent(err)
 		}
 		return res, err

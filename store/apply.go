@@ -175,9 +175,17 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	if len(b.DeadLetters) > 0 {
 		dbsqlc.QueueInsertDeadLetters(second, w.dead, &dead)
 	}
-	dbsqlc.QueueAdvanceOffset(second, dbsqlc.AdvanceOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End})
+	dbsqlc.QueueAdvanceOffset(second, dbsqlc.AdvanceOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End, Events: int64(len(fresh))})
+	// A projection registered since this process started, by a binary
+	// that has it, must not miss this batch's events: this process lacks
+	// it, so it must stop instead.
+	var unknown []string
+	dbsqlc.QueueUnknownProjections(second, s.names(), &unknown)
 	if err = conn.SendBatch(ctx, second).Close(); err != nil {
 		return res, 0, fmt.Errorf("merge projections and move offset: %w", err)
+	}
+	if len(unknown) > 0 {
+		return res, 0, &UnknownProjectionsError{Names: unknown}
 	}
 	if len(fresh) > 0 && s.hasUserProjections() {
 		if err = s.applyProjections(ctx, conn, eventsInOffsetOrder(fresh), true); err != nil {

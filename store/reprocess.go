@@ -388,6 +388,11 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 				opts.Progress(res.Events, total)
 			}
 		}
+		if !opts.DryRun {
+			if err := s.finishBuilds(ctx, tx, res.Projections, res.Events); err != nil {
+				return err
+			}
+		}
 		if !runs {
 			return nil
 		}
@@ -413,14 +418,27 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 	return res, nil
 }
 
-// names are the names of the store's projections, in order.
-func (s *Store) names() []string {
-	out := make([]string, len(s.projections))
-	for i, p := range s.projections {
-		out[i] = p.Name()
+// finishBuilds records in the projections table that names were built
+// from all n stored events, now, in tx (which holds the offsets lock).
+func (s *Store) finishBuilds(ctx context.Context, tx pgx.Tx, names []string, n int64) error {
+	batchEvents, err := s.q.BatchEvents(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("count applied events: %w", err)
 	}
-	return out
+	for _, name := range names {
+		p := s.projections[slices.IndexFunc(s.projections, func(p Projection) bool { return p.Name() == name })]
+		if err := s.q.StartBuild(ctx, tx, dbsqlc.StartBuildParams{Name: name, Kind: kindOf(p), BatchEvents: batchEvents}); err != nil {
+			return fmt.Errorf("register projection %s: %w", name, err)
+		}
+		if err := s.q.FinishBuild(ctx, tx, dbsqlc.FinishBuildParams{Name: name, Events: n, BatchEvents: batchEvents}); err != nil {
+			return fmt.Errorf("register projection %s: %w", name, err)
+		}
+	}
+	return nil
 }
+
+// names are the names of the store's projections, in order.
+func (s *Store) names() []string { return s.loaded }
 
 // reprocessTx runs fn in the transaction of a reset or a rebuild. For
 // real, it first takes the offsets lock (see LockOffsetsTable); a dry run
@@ -434,19 +452,19 @@ func (s *Store) reprocessTx(ctx context.Context, dryRun bool, fn func(tx pgx.Tx)
 		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 		return fn(tx)
 	}
-	err := s.withTx(ctx, func(tx pgx.Tx) error {
-		if err := s.q.SetLockTimeout(ctx, tx, strconv.FormatInt(lockTimeout.Milliseconds(), 10)); err != nil {
-			return fmt.Errorf("set lock timeout: %w", err)
+	return s.lockedTx(ctx, func(tx pgx.Tx) error {
+		building, err := s.q.BuildingProjections(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("list projections: %w", err)
 		}
-		if err := s.q.LockOffsetsTable(ctx, tx); err != nil {
-			return fmt.Errorf("lock consumer_offsets: %w", err)
+		if len(building) > 0 {
+			return fmt.Errorf("%s: %w", strings.Join(building, ", "), ErrBuilding)
+		}
+		if err := s.checkProjections(ctx, tx); err != nil {
+			return err
 		}
 		return fn(tx)
 	})
-	if isLockTimeout(err) {
-		return ErrLockTimeout
-	}
-	return err
 }
 
 // loadEvents reads the stored events that p selects, each partition's in

@@ -28,8 +28,10 @@ type Store struct {
 	slots chan struct{}
 	// copies: the batch COPYs seen waiting on their client (stalled.go).
 	copies copyWatch
-	// projections: the built-in ones, then Config.Projections.
+	// projections: the built-in ones, then Config.Projections; loaded:
+	// their names.
 	projections []Projection
+	loaded      []string
 }
 
 // DefaultURL is the database every command uses when none is given.
@@ -108,8 +110,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if stall <= 0 {
 		stall = DefaultStalledCopyAfter
 	}
-	return &Store{pool: pool, q: dbsqlc.New(), slots: make(chan struct{}, par), copies: copyWatch{after: stall},
-		projections: append(builtinProjections(), cfg.Projections...)}, nil
+	s := &Store{pool: pool, q: dbsqlc.New(), slots: make(chan struct{}, par), copies: copyWatch{after: stall},
+		projections: append(builtinProjections(), cfg.Projections...)}
+	for _, p := range s.projections {
+		s.loaded = append(s.loaded, p.Name())
+	}
+	return s, nil
 }
 
 // Pool returns the underlying pool, for tests and tools.

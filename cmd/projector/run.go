@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/projector-run/projector/cmd/internal/progress"
 	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/store"
 )
@@ -122,6 +124,9 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	if err := a.setupProjections(ctx, st); err != nil {
 		return err
 	}
+	if err := a.buildProjections(ctx, st); err != nil || ctx.Err() != nil {
+		return err
+	}
 	if path := cmd.String("cpu-profile"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {
@@ -135,6 +140,9 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	}
 	start := time.Now()
 	err := w.Run(ctx)
+	if errors.Is(err, projector.ErrProjectionNotLoaded) {
+		err = usageError{err}
+	}
 	s := w.Stats()
 	a.log.WithFields(logrus.Fields{
 		"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
@@ -196,3 +204,38 @@ func connections(par, maxConns int, parSet bool) (int, int, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// buildProjections refuses to go on when the database has a projection
+// this process lacks (exit code 2), and builds from the stored events
+// each loaded projection that is new to the database, with its progress
+// shown, before the worker applies any batch.
+func (a *app) buildProjections(ctx context.Context, st *store.Store) error {
+	if err := st.CheckProjections(ctx); err != nil {
+		if errors.Is(err, projector.ErrProjectionNotLoaded) {
+			return usageError{err}
+		}
+		return err
+	}
+	bars := map[string]*progress.Bar{}
+	built, err := st.BuildProjections(ctx, func(name string, done, total int64) {
+		bar := bars[name]
+		if bar == nil {
+			bar = progress.New(a.log.Out, "build "+name, "events", total, func(done, total int64) {
+				a.log.WithFields(logrus.Fields{"projection": name, "events": done, "total": total,
+					"percent": fmt.Sprintf("%.0f", 100*float64(done)/float64(max(total, 1)))}).Info("building projection from the stored events")
+			})
+			bars[name] = bar
+		}
+		bar.Set(done, total)
+	})
+	for _, bar := range bars {
+		bar.Finish()
+	}
+	for _, name := range built {
+		a.log.WithField("projection", name).Info("projection built from the stored events; batches keep it from here on")
+	}
+	if pe := (*projector.ProjectionError)(nil); errors.As(err, &pe) && ctx.Err() == nil {
+		return usageError{err}
+	}
+	return err
+}

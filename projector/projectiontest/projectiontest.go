@@ -40,10 +40,17 @@ func (c Counts) Apply(ctx context.Context, db store.DB, events []projector.Event
 	for _, e := range events {
 		n[key{e.Source, e.EventType}]++
 	}
+	keys := make([]key, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	// Rows locked in one order by every batch: batches of different
+	// partitions update the same rows at once.
+	slices.SortFunc(keys, func(a, b key) int { return strings.Compare(a.source+"\x00"+a.typ, b.source+"\x00"+b.typ) })
 	var sources, types []string
 	var counts []int64
-	for k, v := range n {
-		sources, types, counts = append(sources, k.source), append(types, k.typ), append(counts, v)
+	for _, k := range keys {
+		sources, types, counts = append(sources, k.source), append(types, k.typ), append(counts, n[k])
 	}
 	_, err := db.Exec(ctx, `INSERT INTO `+c.table()+` AS t (source, event_type, events)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])

@@ -149,8 +149,9 @@ FROM (SELECT
 ON CONFLICT (topic, partition, "offset") DO NOTHING;
 
 -- name: AdvanceOffset :exec
+-- Moves the stored offset, counting the events the move applied.
 UPDATE consumer_offsets
-SET next_offset = @next_offset, updated_at = now()
+SET next_offset = @next_offset, events_applied = events_applied + @events::bigint, updated_at = now()
 WHERE group_id = @group_id AND topic = @topic AND partition = @partition;
 
 -- name: ClaimOffset :one

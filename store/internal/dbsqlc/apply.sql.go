@@ -13,20 +13,23 @@ import (
 
 const advanceOffset = `-- name: AdvanceOffset :exec
 UPDATE consumer_offsets
-SET next_offset = $1, updated_at = now()
-WHERE group_id = $2 AND topic = $3 AND partition = $4
+SET next_offset = $1, events_applied = events_applied + $2::bigint, updated_at = now()
+WHERE group_id = $3 AND topic = $4 AND partition = $5
 `
 
 type AdvanceOffsetParams struct {
 	NextOffset int64
+	Events     int64
 	GroupID    string
 	Topic      string
 	Partition  int32
 }
 
+// Moves the stored offset, counting the events the move applied.
 func (q *Queries) AdvanceOffset(ctx context.Context, db DBTX, arg AdvanceOffsetParams) error {
 	_, err := db.Exec(ctx, advanceOffset,
 		arg.NextOffset,
+		arg.Events,
 		arg.GroupID,
 		arg.Topic,
 		arg.Partition,

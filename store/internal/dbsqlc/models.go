@@ -47,6 +47,7 @@ type ConsumerOffset struct {
 	HighWatermarkAt  pgtype.Timestamptz
 	LastAppliedAt    pgtype.Timestamptz
 	LastStableOffset pgtype.Int8
+	EventsApplied    int64
 }
 
 type DeadLetter struct {
@@ -89,6 +90,28 @@ type FailingWorkflow struct {
 
 type FlakyStep struct {
 	FlakyStepsBetween interface{}
+}
+
+type Projection struct {
+	Name               string
+	Kind               string
+	State              string
+	SetUpAt            pgtype.Timestamptz
+	BuiltAt            pgtype.Timestamptz
+	BuiltEvents        int64
+	BatchEventsAtBuild int64
+	OtherEvents        int64
+	UpdatedAt          pgtype.Timestamptz
+}
+
+type ProjectionStatus struct {
+	Name          string
+	Kind          string
+	State         string
+	SetUpAt       pgtype.Timestamptz
+	BuiltAt       pgtype.Timestamptz
+	EventsApplied int64
+	UpdatedAt     pgtype.Timestamptz
 }
 
 type RunningRun struct {

@@ -71,5 +71,20 @@ func QueueInsertDeadLetters(b *pgx.Batch, arg InsertDeadLettersParams, out *int6
 
 // QueueAdvanceOffset queues AdvanceOffset.
 func QueueAdvanceOffset(b *pgx.Batch, arg AdvanceOffsetParams) {
-	b.Queue(advanceOffset, arg.NextOffset, arg.GroupID, arg.Topic, arg.Partition)
+	b.Queue(advanceOffset, arg.NextOffset, arg.Events, arg.GroupID, arg.Topic, arg.Partition)
+}
+
+// QueueUnknownProjections queues UnknownProjections; the names are
+// appended to out.
+func QueueUnknownProjections(b *pgx.Batch, loaded []string, out *[]string) {
+	b.Queue(unknownProjections, loaded).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				return err
+			}
+			*out = append(*out, name)
+		}
+		return rows.Err()
+	})
 }
