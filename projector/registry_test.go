@@ -93,4 +93,3 @@ func joinNames(names []string) string {
 	}
 	return out
 }
-
