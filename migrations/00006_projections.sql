@@ -32,7 +32,8 @@ ALTER TABLE consumer_offsets ADD COLUMN events_applied bigint NOT NULL DEFAULT 0
 -- workflow_runs has been kept by every batch since the first migration;
 -- workflow_steps (00005) is new to a database that may hold events, so it
 -- is left for the first worker to build from them.
-INSERT INTO projections (name, kind, state, built_at) VALUES ('workflow_runs', 'builtin', 'ready', now());
+INSERT INTO projections (name, kind, state, built_at, built_events)
+SELECT 'workflow_runs', 'builtin', 'ready', now(), count(*) FROM workflow_events;
 
 -- Per projection: its state, when it was set up and last built, and how
 -- many events it has applied since (its build's, the batches', resets'

@@ -19,6 +19,13 @@ const (
 	ReasonUnstorable               = "unstorable"
 )
 
+// Reasons lists the dead-letter reasons, in the contract's order: the one
+// list that metrics and the dlq commands take them from.
+var Reasons = []string{
+	ReasonTooLarge, ReasonInvalidJSON, ReasonNotObject, ReasonMissingField,
+	ReasonInvalidField, ReasonUnsupportedSchemaVersion, ReasonUnstorable,
+}
+
 // MaxValueBytes is the largest message value Decode accepts; a longer one
 // is too_large.
 const MaxValueBytes = 1 << 20

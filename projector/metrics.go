@@ -357,10 +357,6 @@ const (
 	labelUnattributed = "unattributed"
 )
 
-var knownReasons = []string{
-	ReasonTooLarge, ReasonInvalidJSON, ReasonNotObject, ReasonMissingField,
-	ReasonInvalidField, ReasonUnsupportedSchemaVersion, ReasonUnstorable,
-}
 
 // NewMetrics returns the metrics of one worker, all at zero.
 func NewMetrics() *Metrics {
@@ -441,7 +437,7 @@ func NewMetrics() *Metrics {
 	for _, t := range append(slices.Clone(KnownEventTypes), labelOther) {
 		m.events.WithLabelValues(t)
 	}
-	for _, r := range knownReasons {
+	for _, r := range Reasons {
 		m.deadLetters.WithLabelValues(r)
 	}
 	m.incidents.WithLabelValues(IncidentOffsetOutOfRange)

@@ -179,6 +179,9 @@ const replayChunk = 500
 // batch of that partition does.
 func (s *Store) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (ReplayResult, error) {
 	var res ReplayResult
+	if err := s.CheckProjections(ctx); err != nil {
+		return res, err
+	}
 	if len(opts.Positions) > 0 {
 		var rows []dbsqlc.DeadLetter
 		for _, p := range opts.Positions {

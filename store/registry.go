@@ -58,9 +58,9 @@ func (s *Store) checkProjections(ctx context.Context, db dbsqlc.DBTX) error {
 	return nil
 }
 
-// kindOf says what a projection is: builtin, go (the user's Go code), or
+// KindOf says what a projection is: builtin, go (the user's Go code), or
 // what it says itself (a SQL file's projection says sql).
-func kindOf(p Projection) string {
+func KindOf(p Projection) string {
 	switch p.(type) {
 	case runsProjection, stepsProjection:
 		return "builtin"
@@ -155,7 +155,7 @@ func (s *Store) build(ctx context.Context, p Projection, progress BuildProgress)
 		if batchEvents, err = s.q.BatchEvents(ctx, tx); err != nil {
 			return fmt.Errorf("count applied events: %w", err)
 		}
-		if err := s.q.StartBuild(ctx, tx, dbsqlc.StartBuildParams{Name: name, Kind: kindOf(p), BatchEvents: batchEvents}); err != nil {
+		if err := s.q.StartBuild(ctx, tx, dbsqlc.StartBuildParams{Name: name, Kind: KindOf(p), BatchEvents: batchEvents}); err != nil {
 			return fmt.Errorf("register projection %s: %w", name, err)
 		}
 		// The snapshot is taken while the lock keeps every batch out: it

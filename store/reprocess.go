@@ -427,7 +427,7 @@ func (s *Store) finishBuilds(ctx context.Context, tx pgx.Tx, names []string, n i
 	}
 	for _, name := range names {
 		p := s.projections[slices.IndexFunc(s.projections, func(p Projection) bool { return p.Name() == name })]
-		if err := s.q.StartBuild(ctx, tx, dbsqlc.StartBuildParams{Name: name, Kind: kindOf(p), BatchEvents: batchEvents}); err != nil {
+		if err := s.q.StartBuild(ctx, tx, dbsqlc.StartBuildParams{Name: name, Kind: KindOf(p), BatchEvents: batchEvents}); err != nil {
 			return fmt.Errorf("register projection %s: %w", name, err)
 		}
 		if err := s.q.FinishBuild(ctx, tx, dbsqlc.FinishBuildParams{Name: name, Events: n, BatchEvents: batchEvents}); err != nil {

@@ -17,13 +17,8 @@ import (
 	"github.com/projector-run/projector/store"
 )
 
-var reasons = []string{
-	projector.ReasonTooLarge, projector.ReasonInvalidJSON, projector.ReasonNotObject, projector.ReasonMissingField,
-	projector.ReasonInvalidField, projector.ReasonUnsupportedSchemaVersion, projector.ReasonUnstorable,
-}
-
 func reasonFlag() cli.Flag {
-	return &cli.StringFlag{Name: "reason", Usage: "only dead letters of this reason (" + strings.Join(reasons, ", ") + ")", Sources: cli.EnvVars("DLQ_REASON")}
+	return &cli.StringFlag{Name: "reason", Usage: "only dead letters of this reason (" + strings.Join(projector.Reasons, ", ") + ")", Sources: cli.EnvVars("DLQ_REASON")}
 }
 
 func (a *app) dlqCommand() *cli.Command {
@@ -67,8 +62,8 @@ func (a *app) dlqCommand() *cli.Command {
 
 func reasonOf(cmd *cli.Command) (string, error) {
 	r := cmd.String("reason")
-	if r != "" && !slices.Contains(reasons, r) {
-		return "", usagef("--reason: %q is not one of %s", r, strings.Join(reasons, ", "))
+	if r != "" && !slices.Contains(projector.Reasons, r) {
+		return "", usagef("--reason: %q is not one of %s", r, strings.Join(projector.Reasons, ", "))
 	}
 	return r, nil
 }

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, projectio
 	}
 	fmt.Fprintf(stderr, "projector: %s\n", oneLine(err))
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || errors.Is(err, projector.ErrProjectionNotLoaded) || errors.Is(err, store.ErrBuilding) {
 		return exitUsage
 	}
 	return exitFailure
@@ -99,6 +99,7 @@ func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Comma
 			a.offsetsCommand(),
 			a.rebuildCommand(),
 			a.dlqCommand(),
+			a.projectionsCommand(),
 		},
 	}
 	markUsageErrors(root)
