@@ -357,7 +357,6 @@ const (
 	labelUnattributed = "unattributed"
 )
 
-
 // NewMetrics returns the metrics of one worker, all at zero.
 func NewMetrics() *Metrics {
 	m := &Metrics{
