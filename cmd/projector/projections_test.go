@@ -75,8 +75,8 @@ func (w *world) userTables() []string {
 }
 
 // requireProjections checks every projection against the projection of
-// events computed from scratch: workflow_runs, workflow_steps and the
-// user's pc and pr.
+// events computed from scratch: the user's pc and pr, workflow_runs and
+// workflow_steps.
 func (w *world) requireProjections(events []projector.Event, when string) {
 	t := w.t
 	t.Helper()
@@ -85,9 +85,10 @@ func (w *world) requireProjections(events []projector.Event, when string) {
 	for _, ev := range events {
 		byRun[ev.WorkflowRunID] = append(byRun[ev.WorkflowRunID], ev)
 	}
+	require.Equal(t, projectiontest.Want(events), w.userTables(), "%s: the tables of the user's projections", when)
 	runs, err := w.st.ListRuns(ctx)
 	require.NoError(t, err)
-	require.Len(t, runs, len(byRun), "%s: workflow_runs", when)
+	require.Equal(t, len(byRun), len(runs), "%s: rows of workflow_runs", when)
 	for _, row := range runs {
 		want := projector.Project(byRun[row.WorkflowRunID])
 		require.True(t, want.Equal(row.Run), "%s: run %s:\n got  %+v\n want %+v", when, row.WorkflowRunID, row.Run, want)
@@ -95,11 +96,10 @@ func (w *world) requireProjections(events []projector.Event, when string) {
 	wantSteps := projector.ProjectSteps(events)
 	steps, err := w.st.ListSteps(ctx)
 	require.NoError(t, err)
-	require.Len(t, steps, len(wantSteps), "%s: workflow_steps", when)
+	require.Equal(t, len(wantSteps), len(steps), "%s: rows of workflow_steps", when)
 	for i, row := range steps { // both in key order
 		require.True(t, wantSteps[i].Equal(row.Step), "%s: step %d:\n got  %+v\n want %+v", when, i, row.Step, wantSteps[i])
 	}
-	require.Equal(t, projectiontest.Want(events), w.userTables(), "%s: the tables of the user's projections", when)
 }
 
 // resetThenConsume resets the group's offsets with args, checks that every
@@ -209,12 +209,12 @@ func TestRebuildUserProjections(t *testing.T) {
 
 	code, out, stderr = w.cli("rebuild", "--projection", "pc")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, out, fmt.Sprintf("rebuilt pc from %d events", wl.Valid))
-	require.NotContains(t, out, "rebuilt pr")
-	require.NotContains(t, out, "rebuilt workflow_runs")
 	counts, runs := splitTables(w.userTables())
 	require.Equal(t, goodCounts, counts, "pc rebuilt")
 	require.Equal(t, damagedRuns, runs, "pr, not named, is left as it was")
+	require.Contains(t, out, fmt.Sprintf("rebuilt pc from %d events", wl.Valid))
+	require.NotContains(t, out, "rebuilt pr")
+	require.NotContains(t, out, "rebuilt workflow_runs")
 	require.Equal(t, snap, storetest.Snapshot(t, w.st), "the built-in tables are untouched")
 
 	code, _, stderr = w.cli("rebuild", "--projection", "nosuch")
