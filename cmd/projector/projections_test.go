@@ -282,3 +282,43 @@ func TestDLQReplayAppliesUserProjectionsOnce(t *testing.T) {
 	require.Equal(t, after, w.userTables(), "replaying again applies nothing more")
 	require.True(t, slices.Contains(after, "run late-run 1 2026-01-01T00:00:00.000000 2026-01-01T00:00:00.000000"), after)
 }
+
+// TestDLQReplayWhileAProjectionFails replays a dead letter valid today
+// while a user projection refuses its rows (a CHECK constraint: a data
+// error of PostgreSQL's, but the projection's, not the message's): the
+// replay fails naming the projection and changes nothing, the dead letter
+// keeps its reason; once the projection is mended, the replay applies it.
+func TestDLQReplayWhileAProjectionFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorldWith(t, 1, userProjections())
+	wl := keyedWorkload(74, 30)
+	kafkatest.Produce(t, w.cluster, testTopic, wl.Messages)
+	all := distinctEvents(wl.Messages)
+	w.consume()
+	end := kafkatest.HighWatermarks(w.cluster, testTopic)[0]
+	late := `{"event_id":"late-1","event_type":"run.queued","source":"ci","workflow_id":"wf","workflow_run_id":"late-run","timestamp":"2026-01-01T00:00:00Z","schema_version":1}`
+	_, err := w.st.Pool().Exec(ctx, `INSERT INTO dead_letters (topic, partition, "offset", key, value, headers, reason, error)
+		VALUES ($1, 0, $2, NULL, $3, '[]', 'unsupported_schema_version', 'an older rule')`, testTopic, end, late)
+	require.NoError(t, err)
+	_, err = w.st.Pool().Exec(ctx, `ALTER TABLE pc_counts ADD CONSTRAINT refuse_ci CHECK (source <> 'ci')`)
+	require.NoError(t, err)
+	before := storetest.Snapshot(t, w.st)
+	db := []string{"--database-url", w.url}
+
+	for _, args := range [][]string{{"dlq", "replay"}, {"dlq", "replay", fmt.Sprintf("%s/0/%d", testTopic, end)}} {
+		code, _, stderr := runCLIWith(t, w.projections, append(db, args...)...)
+		requireOneLineError(t, 1, "projection pc: apply: ", code, stderr)
+		require.Equal(t, before, storetest.Snapshot(t, w.st), "%v while pc fails changes nothing: the dead letter stays as it was", args)
+	}
+	w.requireProjections(all, "after the failed replays")
+
+	_, err = w.st.Pool().Exec(ctx, `ALTER TABLE pc_counts DROP CONSTRAINT refuse_ci`)
+	require.NoError(t, err)
+	code, out, stderr := runCLIWith(t, w.projections, append(db, "dlq", "replay")...)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, "1 applied")
+	ev, err := projector.Decode([]byte(late))
+	require.NoError(t, err)
+	w.requireProjections(append(all, ev), "after the replay")
+}
