@@ -5,6 +5,7 @@
 package projectiontest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -40,10 +41,17 @@ func (c Counts) Apply(ctx context.Context, db store.DB, events []projector.Event
 	for _, e := range events {
 		n[key{e.Source, e.EventType}]++
 	}
+	keys := make([]key, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	// Rows locked in one order by every batch: concurrent batches of
+	// other partitions upsert the same rows, and would deadlock otherwise.
+	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(strings.Compare(a.source, b.source), strings.Compare(a.typ, b.typ)) })
 	var sources, types []string
 	var counts []int64
-	for k, v := range n {
-		sources, types, counts = append(sources, k.source), append(types, k.typ), append(counts, v)
+	for _, k := range keys {
+		sources, types, counts = append(sources, k.source), append(types, k.typ), append(counts, n[k])
 	}
 	_, err := db.Exec(ctx, `INSERT INTO `+c.table()+` AS t (source, event_type, events)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
