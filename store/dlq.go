@@ -330,10 +330,12 @@ func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []*proj
 // replayPartition replays dead letters of one partition in one
 // transaction, retried on deadlock. When PostgreSQL refuses the data of
 // one of them, each is replayed on its own, and the one it still refuses
-// stays a dead letter with the reason unstorable.
+// stays a dead letter with the reason unstorable. A projection's error is
+// never the data's, whatever PostgreSQL said inside it (see classify): it
+// fails the replay, and the dead letters stay as they were.
 func (s *Store) replayPartition(ctx context.Context, rows []dbsqlc.DeadLetter) ([]ReplayOutcome, error) {
 	outs, err := s.replayTx(ctx, rows)
-	if !IsDataError(err) {
+	if pe := (*projector.ProjectionError)(nil); !IsDataError(err) || errors.As(err, &pe) {
 		return outs, err
 	}
 	if len(rows) > 1 {

@@ -22,6 +22,8 @@ import (
 	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/projector/projectiontest"
+	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -268,4 +270,84 @@ func TestHTTPAddrErrors(t *testing.T) {
 	for _, s := range []string{"--http-addr", "HTTP_ADDR", "--mirror-offsets", "MIRROR_OFFSETS"} {
 		require.Contains(t, out, s)
 	}
+}
+
+// TestReadyzUnreadyWhileAProjectionFails runs a user's binary (the command
+// line with its projections) whose projection pc refuses every row: /readyz
+// is unready at once, naming the projection, and the metrics count its
+// errors; once it is mended, the worker catches up, /readyz is ready
+// again, and the projection's tables hold every event once.
+func TestReadyzUnreadyWhileAProjectionFails(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cluster := kafkatest.New(t, testTopic, 2)
+	wl := keyedWorkload(33, 60)
+	kafkatest.Produce(t, cluster, testTopic, wl.Messages)
+	url := storetest.URL(t)
+	st := storetest.OpenWith(t, url, userProjections()...)
+	_, err := st.Pool().Exec(ctx, `ALTER TABLE pc_counts ADD CONSTRAINT refuse_all CHECK (events < 0)`)
+	require.NoError(t, err)
+
+	stderr := &lockedBuffer{}
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"projector", "--database-url", url, "--brokers", cluster.ListenAddrs()[0],
+			"run", "--http-addr", "127.0.0.1:0"}, io.Discard, stderr, userProjections()...)
+	}()
+	var base string
+	waitUntil(t, time.Minute, func() bool {
+		m := servingAddr.FindStringSubmatch(stderr.String())
+		if m != nil {
+			base = "http://" + m[1]
+		}
+		return m != nil
+	}, "the server never said where it listens:\n%s", stderr)
+
+	var code int
+	var body string
+	failing := regexp.MustCompile(`(?m)^worker: apply batch workflow-events/\d \[0, \d+\): projection pc: apply: .*violates check constraint "refuse_all"`)
+	waitUntil(t, time.Minute, func() bool {
+		code, body = get(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable && failing.MatchString(body)
+	}, "/readyz never named the failing projection")
+	t.Logf("/readyz while pc fails:\n%s", body)
+	require.Contains(t, body, "postgresql: ok")
+	require.Contains(t, body, "kafka: ok")
+	require.GreaterOrEqual(t, samples(scrape(t, base), "projector_projection_errors_total", "projection")["pc"], 1.0)
+	require.Zero(t, count(t, st, `SELECT count(*) FROM workflow_events`), "nothing stored while pc fails")
+	require.Zero(t, count(t, st, `SELECT count(*) FROM dead_letters`), "no dead letter while pc fails")
+
+	_, err = st.Pool().Exec(ctx, `ALTER TABLE pc_counts DROP CONSTRAINT refuse_all`)
+	require.NoError(t, err)
+	hwms := kafkatest.HighWatermarks(cluster, testTopic)
+	waitUntil(t, time.Minute, func() bool {
+		stored, err := st.StoredOffsets(ctx, "workflow-projector")
+		require.NoError(t, err)
+		for p, hwm := range hwms {
+			if stored[projector.TopicPartition{Topic: testTopic, Partition: p}] != hwm {
+				return false
+			}
+		}
+		return true
+	}, "the worker never caught up once pc was mended")
+	waitUntil(t, time.Minute, func() bool {
+		code, body = get(t, base+"/readyz")
+		return code == http.StatusOK
+	}, "never ready again: %d %s", code, body)
+	require.Equal(t, "postgresql: ok\nkafka: ok\nworker: ok\n", body)
+	got, err := projectiontest.Tables(ctx, st.Pool(), "pc", "pr")
+	require.NoError(t, err)
+	require.Equal(t, projectiontest.Want(distinctEvents(wl.Messages)), got)
+
+	cancel()
+	require.Equal(t, 0, <-exit, stderr.String())
+	require.Regexp(t, `level=error msg="apply batch failed: projection pc returned an error[^\n]* projection=pc`, stderr.String())
+}
+
+func count(t *testing.T, st *store.Store, q string) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, st.Pool().QueryRow(context.Background(), q).Scan(&n))
+	return n
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -26,10 +27,18 @@ import (
 // and stderr.
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	return runCLIWith(t, nil, args...)
+}
+
+// runCLIWith runs the command line in-process as a user's binary that
+// loads these projections does (projector.Main(projections...)), and
+// returns its exit code, stdout and stderr.
+func runCLIWith(t *testing.T, projections []store.Projection, args ...string) (int, string, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	code := run(ctx, append([]string{"projector"}, args...), &stdout, &stderr)
+	code := run(ctx, append([]string{"projector"}, args...), &stdout, &stderr, projections...)
 	return code, stdout.String(), stderr.String()
 }
 

@@ -29,19 +29,29 @@ type world struct {
 	cluster *kfake.Cluster
 	url     string
 	st      *store.Store
+	// projections are the user's, loaded by every command the world runs
+	// (and by st).
+	projections []store.Projection
 }
 
 func newWorld(t *testing.T, partitions int32, opts ...kfake.Opt) *world {
 	t.Helper()
-	w := &world{t: t, cluster: kafkatest.New(t, testTopic, partitions, opts...), url: storetest.URL(t)}
-	w.st = storetest.Open(t, w.url)
+	return newWorldWith(t, partitions, nil, opts...)
+}
+
+// newWorldWith is newWorld whose commands load the user's projections, as
+// a binary of the user's does.
+func newWorldWith(t *testing.T, partitions int32, projections []store.Projection, opts ...kfake.Opt) *world {
+	t.Helper()
+	w := &world{t: t, cluster: kafkatest.New(t, testTopic, partitions, opts...), url: storetest.URL(t), projections: projections}
+	w.st = storetest.OpenWith(t, w.url, projections...)
 	return w
 }
 
 // cli runs the command line against the world's broker and database.
 func (w *world) cli(args ...string) (int, string, string) {
 	w.t.Helper()
-	return runCLI(w.t, append([]string{"--database-url", w.url, "--brokers", w.cluster.ListenAddrs()[0], "--group", "g"}, args...)...)
+	return runCLIWith(w.t, w.projections, append([]string{"--database-url", w.url, "--brokers", w.cluster.ListenAddrs()[0], "--group", "g"}, args...)...)
 }
 
 // consume runs the worker until it has caught up, and returns the number

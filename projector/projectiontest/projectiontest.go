@@ -5,6 +5,7 @@
 package projectiontest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -44,9 +45,9 @@ func (c Counts) Apply(ctx context.Context, db store.DB, events []projector.Event
 	for k := range n {
 		keys = append(keys, k)
 	}
-	// Rows locked in one order by every batch: batches of different
-	// partitions update the same rows at once.
-	slices.SortFunc(keys, func(a, b key) int { return strings.Compare(a.source+"\x00"+a.typ, b.source+"\x00"+b.typ) })
+	// Rows locked in one order by every batch: concurrent batches of
+	// other partitions upsert the same rows, and would deadlock otherwise.
+	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(strings.Compare(a.source, b.source), strings.Compare(a.typ, b.typ)) })
 	var sources, types []string
 	var counts []int64
 	for _, k := range keys {
