@@ -15,7 +15,7 @@
 // What a projection may rely on (each event once, until Forget; refusal to
 // run without every projection the database has; rebuild from history) is
 // the contract's, section 7; the README's "Guarantees" and "Reprocessing"
-// sections say how it holds. The machinery is internal: the event model in
-// projector/model, the consumer in internal/consumer, the store in store,
-// the commands in internal/cli.
+// sections say how it holds. The machinery is in other packages: the
+// event model in projector/model, the consumer in internal/consumer, the
+// store in store, the commands in internal/cli.
 package projector
