@@ -4,7 +4,7 @@ import (
 	"context"
 	"os"
 
-	"github.com/projector-run/projector/internal/cli"
+	"github.com/projector-run/projector/projector/cli"
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 )

@@ -17,11 +17,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/projector-run/projector/internal/progress"
+	"github.com/projector-run/projector/projector/cli"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/projector-run/projector/internal/consumer"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
 	"github.com/projector-run/projector/projector/model"
@@ -126,7 +126,7 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	counts := func() string {
 		return fmt.Sprintf("%d events  %d duplicates  %d dead letters", s.Events.Load(), s.Duplicates.Load(), s.DeadLetters.Load())
 	}
-	pr := progress.New(out, "consume", "messages", int64(len(wl.Messages)), func(done, total int64) {
+	pr := cli.NewBar(out, "consume", "messages", int64(len(wl.Messages)), func(done, total int64) {
 		fmt.Fprintf(out, "consume   %d/%d messages  %s  %.0f msg/s\n", done, total, counts(), float64(done)/time.Since(start).Seconds())
 	})
 	for running := true; running; {
@@ -160,7 +160,7 @@ func produce(ctx context.Context, out io.Writer, brokers []string, msgs []model.
 	}
 	defer p.Close()
 	const chunk = 5000
-	pr := progress.New(out, "produce", "messages", int64(len(msgs)), func(done, total int64) {
+	pr := cli.NewBar(out, "produce", "messages", int64(len(msgs)), func(done, total int64) {
 		fmt.Fprintf(out, "produce   %d/%d messages\n", done, total)
 	})
 	for i := 0; i < len(msgs); i += chunk {

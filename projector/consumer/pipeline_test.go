@@ -10,7 +10,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/internal/consumer"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/internal/consumer"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 )

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/projector-run/projector/internal/progress"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 
@@ -45,11 +44,11 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	defer st.Close()
 
 	start := time.Now()
-	var bar *progress.Bar
+	var bar *Bar
 	only := cmd.String("projection")
 	res, err := st.Rebuild(ctx, store.RebuildOptions{Projection: only, DryRun: dryRun, Samples: 5, Progress: func(done, total int64) {
 		if bar == nil {
-			bar = progress.New(a.log.Out, "rebuild", "events", total, a.logProgress("rebuild progress"))
+			bar = NewBar(a.log.Out, "rebuild", "events", total, a.logProgress("rebuild progress"))
 		}
 		bar.Set(done, total)
 	}})
@@ -93,7 +92,7 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	return nil
 }
 
-// logProgress returns the line function of a progress.Bar that logs msg
+// logProgress returns the line function of a Bar that logs msg
 // at info with the counts.
 func (a *app) logProgress(msg string) func(done, total int64) {
 	return func(done, total int64) {

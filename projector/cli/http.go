@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
-	"github.com/projector-run/projector/internal/consumer"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/store"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/projector-run/projector/internal/consumer"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/kafkatest"
 	"github.com/projector-run/projector/projector/model"
 )

@@ -16,10 +16,9 @@ import (
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/projector-run/projector/internal/consumer"
-	"github.com/projector-run/projector/internal/progress"
-	"github.com/projector-run/projector/internal/retrypolicy"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/retrypolicy"
 	"github.com/projector-run/projector/store"
 )
 
@@ -218,11 +217,11 @@ func (a *app) buildProjections(ctx context.Context, st *store.Store) error {
 		}
 		return err
 	}
-	bars := map[string]*progress.Bar{}
+	bars := map[string]*Bar{}
 	built, err := st.BuildProjections(ctx, func(name string, done, total int64) {
 		bar := bars[name]
 		if bar == nil {
-			bar = progress.New(a.log.Out, "build "+name, "events", total, func(done, total int64) {
+			bar = NewBar(a.log.Out, "build "+name, "events", total, func(done, total int64) {
 				a.log.WithFields(logrus.Fields{"projection": name, "events": done, "total": total,
 					"percent": fmt.Sprintf("%.0f", 100*float64(done)/float64(max(total, 1)))}).Info("building projection from the stored events")
 			})

@@ -1,8 +1,9 @@
-// Package progress shows how far long work has come, the same way in every
-// command: a bar redrawn in place on a terminal (schollz/progressbar), and
+// Progress of long work, shown the same way by every command (and the
+// demo): a bar redrawn in place on a terminal (schollz/progressbar), and
 // elsewhere (CI logs, pipes, files) a line every few seconds and one at
 // the end.
-package progress
+
+package cli
 
 import (
 	"io"
@@ -13,8 +14,8 @@ import (
 	"golang.org/x/term"
 )
 
-// LineEvery is how often a Bar that is not on a terminal writes its line.
-const LineEvery = 2 * time.Second
+// ProgressLineEvery is how often a Bar that is not on a terminal writes its line.
+const ProgressLineEvery = 2 * time.Second
 
 // IsTerminal reports whether w is a terminal.
 func IsTerminal(w io.Writer) bool {
@@ -32,10 +33,10 @@ type Bar struct {
 	tot  int64
 }
 
-// New returns a Bar for work of total units (events, messages) written to
+// NewBar returns a Bar for work of total units (events, messages) written to
 // out. On a terminal it draws a bar described by what; elsewhere it calls
-// line at most every LineEvery, and once more at Finish.
-func New(out io.Writer, what, unit string, total int64, line func(done, total int64)) *Bar {
+// line at most every ProgressLineEvery, and once more at Finish.
+func NewBar(out io.Writer, what, unit string, total int64, line func(done, total int64)) *Bar {
 	b := &Bar{line: line, tot: total}
 	if IsTerminal(out) {
 		b.bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(out),
@@ -59,7 +60,7 @@ func (b *Bar) Set(done, total int64) {
 		return
 	}
 	b.tot = total
-	if time.Since(b.last) >= LineEvery {
+	if time.Since(b.last) >= ProgressLineEvery {
 		b.last = time.Now()
 		b.line(done, total)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/internal/consumer"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/projector/projectiontest"
 	"github.com/projector-run/projector/store"

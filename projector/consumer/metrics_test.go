@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/projector-run/projector/internal/consumer"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/kafkatest"
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/projector-run/projector/internal/retrypolicy"
+	"github.com/projector-run/projector/projector/retrypolicy"
 	"github.com/projector-run/projector/projector/model"
 
 	"github.com/cenkalti/backoff/v5"
