@@ -16,6 +16,6 @@
 // run without every projection the database has; rebuild from history) is
 // the contract's, section 7; the README's "Guarantees" and "Reprocessing"
 // sections say how it holds. The machinery is in other packages: the
-// event model in projector/model, the consumer in internal/consumer, the
-// store in store, the commands in internal/cli.
+// event model in projector/model, the consumer in projector/consumer, the
+// store in store, the commands in projector/cli.
 package projector

@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projector-run/projector/projector/retrypolicy"
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/retrypolicy"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 

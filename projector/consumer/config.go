@@ -10,7 +10,7 @@ import (
 )
 
 // Config configures a Worker. Flags and environment variables are bound to
-// it in internal/cli.
+// it in projector/cli.
 type Config struct {
 	// Brokers are the Kafka bootstrap addresses. Default localhost:9092.
 	Brokers []string

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/projector-run/projector/projector/retrypolicy"
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/retrypolicy"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/sirupsen/logrus"

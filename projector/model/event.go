@@ -2,7 +2,7 @@
 // it decodes and validates workflow events, computes the run-state and step
 // projections as pure functions (order-insensitive merges), and defines the
 // batches, leases and errors that pass between the Kafka consumer
-// (internal/consumer) and PostgreSQL (store). It does no I/O.
+// (projector/consumer) and PostgreSQL (store). It does no I/O.
 package model
 
 import (

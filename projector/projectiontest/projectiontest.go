@@ -6,7 +6,7 @@
 // The public API's projector.Projection, projector.DB and projector.Event
 // are aliases of store.Projection, store.DB and model.Event; this package
 // names the originals because package projector imports the command line
-// (internal/cli), whose own tests use these projections: importing
+// (projector/cli), whose own tests use these projections: importing
 // projector here would be an import cycle. projector's tests check that
 // these projections are projector.Projections.
 package projectiontest
