@@ -45,9 +45,9 @@ check: $(SQLC) ## go vet, gofmt and a staleness check of the sqlc-generated code
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
-	$(GO) test ./projector -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombine$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./projector -run '^$$' -fuzz '^FuzzCombineSteps$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./projector/model -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./projector/model -run '^$$' -fuzz '^FuzzCombine$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./projector/model -run '^$$' -fuzz '^FuzzCombineSteps$$' -fuzztime $(FUZZTIME)
 
 BENCH_DATABASE_URL ?= $(DATABASE_URL)
 BENCH_EVENTS ?= 1000000
@@ -55,7 +55,7 @@ BENCH_REPEAT ?= 3
 
 .PHONY: bench
 bench: build ## Go benchmarks (decode, batch building, merge, COPY stream, apply), then projector end to end against COPY (BENCH_REPEAT times), and steady-state latency
-	$(GO) test ./projector -run '^$$' -bench . -benchmem
+	$(GO) test ./projector/model -run '^$$' -bench . -benchmem
 	$(GO) test ./store -run '^$$' -bench CopyStream -benchmem
 	$(GO) test ./store -run '^$$' -bench Apply -benchmem -benchtime 20x
 	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)

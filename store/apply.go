@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -23,8 +23,8 @@ import (
 // offset are what the batch's lease expects), stores the new events,
 // merges the runs they touch, stores the dead letters and moves the
 // offset to b.End. When the fence fails, nothing is written and the error
-// wraps projector.ErrFenced; when PostgreSQL refuses the data itself, it
-// wraps projector.ErrRejected.
+// wraps model.ErrFenced; when PostgreSQL refuses the data itself, it
+// wraps model.ErrRejected.
 //
 // Events go in one of two ways. The fast way streams them with a binary
 // COPY, which is as cheap as storing rows gets, but cannot skip an
@@ -33,14 +33,14 @@ import (
 // that skips stored event_ids (ON CONFLICT DO NOTHING) and says which
 // rows were new. A partition whose batches keep meeting such duplicates
 // stays on the safe way until a batch finds none.
-func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
+func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	l := b.Lease
-	tp := projector.TopicPartition{Topic: l.Topic, Partition: l.Partition}
+	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
 	// The turn is taken before the batch is prepared, so that batches
 	// waiting for one hold no prepared copy of their events.
 	release, err := s.acquireApplySlot(ctx)
 	if err != nil {
-		return projector.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
+		return model.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
 	}
 	defer release()
 	w := s.newWork(b, s.dups.met(tp))
@@ -58,7 +58,7 @@ func (s *Store) Apply(ctx context.Context, b *projector.Batch) (projector.Applie
 	}
 	res.CopyConflicts = conflicts
 	if err = classify(err); err != nil {
-		return projector.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
+		return model.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
 	}
 	return res, nil
 }
@@ -73,10 +73,10 @@ var errStoredDuplicate = errors.New("an event_id of the batch is already stored"
 // the insert has said which events are new (a fold of 2000 events takes
 // about 0.2 ms). The user's projections apply inside it either way.
 type work struct {
-	b    *projector.Batch
+	b    *model.Batch
 	safe bool
 	// recs are the batch's records, one per event_id, sorted by event_id.
-	recs []*projector.Record
+	recs []*model.Record
 	// For the fast way: the COPY stream of recs, and the built-in
 	// projections' merges of them (every event of recs is new when the
 	// COPY succeeds).
@@ -85,7 +85,7 @@ type work struct {
 	dead    dbsqlc.InsertDeadLettersParams
 }
 
-func (s *Store) newWork(b *projector.Batch, safe bool) *work {
+func (s *Store) newWork(b *model.Batch, safe bool) *work {
 	l := b.Lease
 	w := &work{b: b, safe: safe, recs: b.UniqueRecords()}
 	if len(b.DeadLetters) > 0 {
@@ -115,7 +115,7 @@ func (w *work) release() {
 // the insert that skips stored event_ids (the safe way); then, once the
 // new events are known, the run merge, the dead letters and the offset;
 // then COMMIT.
-func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stored int, err error) {
+func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored int, err error) {
 	b, l := w.b, w.b.Lease
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
-		return res, 0, fmt.Errorf("%w: no stored offset row", projector.ErrFenced)
+		return res, 0, fmt.Errorf("%w: no stored offset row", model.ErrFenced)
 	}
 	if err != nil {
 		return res, 0, fmt.Errorf("lock offset: %w", err)
@@ -150,7 +150,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	if err := fence(cur.NextOffset, cur.LeaseEpoch, l); err != nil {
 		return res, 0, err
 	}
-	var fresh []*projector.Record
+	var fresh []*model.Record
 	merges := w.merges
 	if w.safe {
 		if fresh, err = s.insertNew(ctx, conn, l.Topic, l.Partition, w.recs); err != nil {
@@ -200,7 +200,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res projector.Applied, stor
 	if _, err = conn.Exec(cctx, "COMMIT"); err != nil {
 		return res, 0, fmt.Errorf("commit: %w", err)
 	}
-	return projector.Applied{
+	return model.Applied{
 		Events:      len(fresh),
 		Duplicates:  len(b.Records) - len(fresh),
 		DeadLetters: int(dead),
@@ -224,9 +224,9 @@ func (s *Store) acquireApplySlot(ctx context.Context) (release func(), err error
 
 func insertWay(safe bool) string {
 	if safe {
-		return projector.InsertSkipStored
+		return model.InsertSkipStored
 	}
-	return projector.InsertCopy
+	return model.InsertCopy
 }
 
 // copyEvents streams w's COPY buffer into workflow_events. An event_id
@@ -255,20 +255,20 @@ var copyBuffers = sync.Pool{New: func() any { return new([]byte) }}
 // their last batch, so that their next batch goes the safe way at once.
 type dupState struct {
 	mu sync.Mutex
-	m  map[projector.TopicPartition]bool
+	m  map[model.TopicPartition]bool
 }
 
-func (d *dupState) met(tp projector.TopicPartition) bool {
+func (d *dupState) met(tp model.TopicPartition) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.m[tp]
 }
 
-func (d *dupState) set(tp projector.TopicPartition, met bool) {
+func (d *dupState) set(tp model.TopicPartition, met bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.m == nil {
-		d.m = map[projector.TopicPartition]bool{}
+		d.m = map[model.TopicPartition]bool{}
 	}
 	if met {
 		d.m[tp] = true
@@ -282,7 +282,7 @@ func (d *dupState) set(tp projector.TopicPartition, met bool) {
 // inside tx: Apply's safe way, for a dead-letter replay. recs must hold one
 // record per event_id, sorted by event_id (Batch.UniqueRecords). It
 // returns how many events were new.
-func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partition int32, recs []*projector.Record) (int, error) {
+func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partition int32, recs []*model.Record) (int, error) {
 	fresh, err := s.insertNew(ctx, tx, topic, partition, recs)
 	if err != nil {
 		return 0, err
@@ -306,7 +306,7 @@ func runsMerged(ms []merge) int {
 // event_id) that came from one topic partition, skipping event_ids already
 // stored, and returns the records that were new, in event_id order. It is
 // the one way events go in besides the batches' COPY.
-func (s *Store) insertNew(ctx context.Context, db dbsqlc.DBTX, topic string, partition int32, recs []*projector.Record) ([]*projector.Record, error) {
+func (s *Store) insertNew(ctx context.Context, db dbsqlc.DBTX, topic string, partition int32, recs []*model.Record) ([]*model.Record, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
@@ -319,12 +319,12 @@ func (s *Store) insertNew(ctx context.Context, db dbsqlc.DBTX, topic string, par
 
 // freshRecords returns the records of recs, sorted by event_id, whose
 // event_id is in ids.
-func freshRecords(recs []*projector.Record, ids []string) []*projector.Record {
+func freshRecords(recs []*model.Record, ids []string) []*model.Record {
 	if len(ids) == len(recs) {
 		return recs
 	}
 	slices.Sort(ids)
-	fresh := make([]*projector.Record, 0, len(ids))
+	fresh := make([]*model.Record, 0, len(ids))
 	for i := range recs {
 		if len(ids) == 0 {
 			break
@@ -337,7 +337,7 @@ func freshRecords(recs []*projector.Record, ids []string) []*projector.Record {
 	return fresh
 }
 
-func insertEventsParams(topic string, partition int32, recs []*projector.Record) dbsqlc.InsertEventsParams {
+func insertEventsParams(topic string, partition int32, recs []*model.Record) dbsqlc.InsertEventsParams {
 	n := len(recs)
 	p := dbsqlc.InsertEventsParams{
 		Topic:          topic,
@@ -372,9 +372,9 @@ func insertEventsParams(topic string, partition int32, recs []*projector.Record)
 	return p
 }
 
-// mergeRuns combines partial runs into the stored rows (projector.Combine
+// mergeRuns combines partial runs into the stored rows (model.Combine
 // in SQL). runs must be sorted by workflow_run_id and hold one row per run.
-func (s *Store) mergeRuns(ctx context.Context, tx pgx.Tx, runs []projector.Run) error {
+func (s *Store) mergeRuns(ctx context.Context, tx pgx.Tx, runs []model.Run) error {
 	if len(runs) == 0 {
 		return nil
 	}
@@ -384,7 +384,7 @@ func (s *Store) mergeRuns(ctx context.Context, tx pgx.Tx, runs []projector.Run) 
 	return nil
 }
 
-func mergeRunsParams(runs []projector.Run) dbsqlc.MergeRunsParams {
+func mergeRunsParams(runs []model.Run) dbsqlc.MergeRunsParams {
 	n := len(runs)
 	p := dbsqlc.MergeRunsParams{
 		WorkflowRunIds:   make([]string, n),
@@ -430,7 +430,7 @@ func mergeRunsParams(runs []projector.Run) dbsqlc.MergeRunsParams {
 	return p
 }
 
-func deadLettersParams(topic string, partition int32, dls []projector.DeadLetter) dbsqlc.InsertDeadLettersParams {
+func deadLettersParams(topic string, partition int32, dls []model.DeadLetter) dbsqlc.InsertDeadLettersParams {
 	n := len(dls)
 	p := dbsqlc.InsertDeadLettersParams{
 		Topic:     topic,
@@ -454,7 +454,7 @@ func deadLettersParams(topic string, partition int32, dls []projector.DeadLetter
 }
 
 // countTypes counts the events of recs by event_type.
-func countTypes(recs []*projector.Record) map[string]int {
+func countTypes(recs []*model.Record) map[string]int {
 	types := make(map[string]int, 10)
 	for i := range recs {
 		types[recs[i].Event.EventType]++

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -44,7 +44,7 @@ func BenchmarkApply(b *testing.B) {
 				}
 				return out
 			}
-			batches := make([][]*projector.Batch, partitions)
+			batches := make([][]*model.Batch, partitions)
 			for p := range partitions {
 				lease := claim(b, st, int32(p))
 				for i := range b.N {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
@@ -32,16 +32,16 @@ func eventJSON(id, typ, run string, ts time.Time, attempt int, extra string) []b
 }
 
 // batchOf decodes values into a batch of consecutive offsets from lease.NextOffset.
-func batchOf(lease projector.Lease, values ...[]byte) *projector.Batch {
-	b := &projector.Batch{Lease: lease}
+func batchOf(lease model.Lease, values ...[]byte) *model.Batch {
+	b := &model.Batch{Lease: lease}
 	for i, v := range values {
-		b.Add(projector.Message{Offset: lease.NextOffset + int64(i), Key: []byte("k"), Value: v,
-			Headers: []projector.Header{{Key: []byte("h"), Value: []byte{0xff, 0}}}})
+		b.Add(model.Message{Offset: lease.NextOffset + int64(i), Key: []byte("k"), Value: v,
+			Headers: []model.Header{{Key: []byte("h"), Value: []byte{0xff, 0}}}})
 	}
 	return b
 }
 
-func claim(t testing.TB, st *store.Store, partition int32) projector.Lease {
+func claim(t testing.TB, st *store.Store, partition int32) model.Lease {
 	t.Helper()
 	l, err := st.Claim(context.Background(), group, topic, partition, 0, "test")
 	require.NoError(t, err)
@@ -64,9 +64,9 @@ func TestApplyStoresEventsRunsDeadLettersAndOffset(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, res.Took)
 	res.Took = 0
-	require.Equal(t, projector.Applied{Events: 3, Duplicates: 1, DeadLetters: 1, Runs: 1,
+	require.Equal(t, model.Applied{Events: 3, Duplicates: 1, DeadLetters: 1, Runs: 1,
 		EventTypes: map[string]int{"run.queued": 1, "run.started": 1, "run.failed": 1},
-		Insert:     projector.InsertCopy}, res)
+		Insert:     model.InsertCopy}, res)
 
 	runs, err := st.ListRuns(ctx)
 	require.NoError(t, err)
@@ -87,7 +87,7 @@ func TestApplyStoresEventsRunsDeadLettersAndOffset(t *testing.T) {
 	require.Equal(t, []byte("k"), key)
 	require.Equal(t, []byte(`{not json`), value, "a dead letter keeps the exact bytes")
 	require.Equal(t, `[{"key": "h", "value_base64": "/wA="}]`, headers)
-	require.Equal(t, projector.ReasonInvalidJSON, reason)
+	require.Equal(t, model.ReasonInvalidJSON, reason)
 }
 
 func TestApplyTwiceChangesNothing(t *testing.T) {
@@ -127,14 +127,14 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 	before := storetest.Snapshot(t, st)
 
 	_, err := st.Apply(ctx, batchOf(stale, eventJSON("z1", "run.queued", "rz", t0, 1, ""), []byte(`bad`)))
-	require.ErrorIs(t, err, projector.ErrFenced)
+	require.ErrorIs(t, err, model.ErrFenced)
 	require.Equal(t, before, storetest.Snapshot(t, st), "a fenced batch writes nothing")
 
 	// The offset moved by someone else fences too, even with the right epoch.
 	_, err = st.Pool().Exec(ctx, `UPDATE consumer_offsets SET next_offset = 7 WHERE partition = 3`)
 	require.NoError(t, err)
 	_, err = st.Apply(ctx, batchOf(current, eventJSON("z1", "run.queued", "rz", t0, 1, "")))
-	require.ErrorIs(t, err, projector.ErrFenced)
+	require.ErrorIs(t, err, model.ErrFenced)
 
 	// The current owner at the current offset applies.
 	current.NextOffset = 7
@@ -186,19 +186,19 @@ func TestDataErrorIsRejected(t *testing.T) {
 	// PostgreSQL's refusal must be reported as ErrRejected (so the worker
 	// isolates the message) and not as a transient failure.
 	lease := claim(t, st, 0)
-	b := &projector.Batch{Lease: lease, End: 1, Records: []projector.Record{{Offset: 0, Event: projector.Event{
+	b := &model.Batch{Lease: lease, End: 1, Records: []model.Record{{Offset: 0, Event: model.Event{
 		EventID: "n", EventType: "run.queued", Source: "s", WorkflowID: "w", WorkflowRunID: "r\x00", Attempt: 1,
 		Timestamp: time.Unix(0, 0).UTC(), Payload: []byte(`{}`),
 	}}}}
 	_, err := st.Apply(ctx, b)
-	require.ErrorIs(t, err, projector.ErrRejected)
-	require.False(t, errors.Is(err, projector.ErrFenced))
+	require.ErrorIs(t, err, model.ErrRejected)
+	require.False(t, errors.Is(err, model.ErrFenced))
 }
 
 // TestMergeRunsMatchesProject is the property that the SQL combine in
-// MergeRuns is projector.Combine: random event sets, split into random
+// MergeRuns is model.Combine: random event sets, split into random
 // batches over several partitions and applied in random order, leave each
-// run's row equal to projector.Project of its events computed from scratch.
+// run's row equal to model.Project of its events computed from scratch.
 // Ties on timestamps and attempts are frequent on purpose, since those are
 // where a CASE in SQL can disagree with Go.
 func TestMergeRunsMatchesProject(t *testing.T) {
@@ -213,7 +213,7 @@ func TestMergeRunsMatchesProject(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
 	var values [][]byte
-	byRun := map[string][]projector.Event{}
+	byRun := map[string][]model.Event{}
 	for i := range 400 {
 		run := fmt.Sprintf("run-%d", rng.IntN(25))
 		id := fmt.Sprintf("%c%d", "aAbB_"[rng.IntN(5)], i)
@@ -225,7 +225,7 @@ func TestMergeRunsMatchesProject(t *testing.T) {
 			extra = `,"data":{"error":{"code":1}}`
 		}
 		v := eventJSON(id, types[rng.IntN(len(types))], run, t0.Add(time.Duration(rng.IntN(6))*time.Second+time.Duration(rng.IntN(3))*time.Microsecond), 1+rng.IntN(3), extra)
-		ev, err := projector.Decode(v)
+		ev, err := model.Decode(v)
 		require.NoError(t, err)
 		byRun[run] = append(byRun[run], ev)
 		values = append(values, v)
@@ -240,7 +240,7 @@ func TestMergeRunsMatchesProject(t *testing.T) {
 		p := rng.IntN(4)
 		queues[p] = append(queues[p], v)
 	}
-	leases := make([]projector.Lease, 4)
+	leases := make([]model.Lease, 4)
 	for p := range leases {
 		leases[p] = claim(t, st, int32(p))
 	}
@@ -262,7 +262,7 @@ func TestMergeRunsMatchesProject(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rows, len(byRun))
 	for _, row := range rows {
-		want := projector.Project(byRun[row.WorkflowRunID])
+		want := model.Project(byRun[row.WorkflowRunID])
 		require.Equal(t, want, row.Run, "run %s", row.WorkflowRunID)
 		d, ok := want.DurationMS()
 		require.Equal(t, ok, row.DurationMS.Valid)

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // copyEventsSQL streams a batch's events into workflow_events in
@@ -24,7 +24,7 @@ var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 // appendEventsCopy appends recs, as rows of copyEventsSQL, to buf as one
 // whole binary COPY stream. It is the hot path of every batch: no
 // reflection, no allocation beyond growing buf.
-func appendEventsCopy(buf []byte, topic string, partition int32, recs []*projector.Record) []byte {
+func appendEventsCopy(buf []byte, topic string, partition int32, recs []*model.Record) []byte {
 	buf = slices.Grow(buf, copySize(topic, recs))
 	buf = append(buf, copyHeader...)
 	for _, r := range recs {
@@ -35,7 +35,7 @@ func appendEventsCopy(buf []byte, topic string, partition int32, recs []*project
 
 // copySize is the length of appendEventsCopy's stream, so that the
 // buffer is allocated once.
-func copySize(topic string, recs []*projector.Record) int {
+func copySize(topic string, recs []*model.Record) int {
 	// Per row: the column count, 12 lengths, the fixed-size values
 	// (timestamp, attempt, partition, offset) and jsonb's version byte.
 	const fixed = 2 + copyEventsColumns*4 + 8 + 4 + 4 + 8 + 1
@@ -48,7 +48,7 @@ func copySize(topic string, recs []*projector.Record) int {
 	return n
 }
 
-func appendEventRow(buf []byte, topic string, partition int32, r *projector.Record) []byte {
+func appendEventRow(buf []byte, topic string, partition int32, r *model.Record) []byte {
 	e := &r.Event
 	buf = binary.BigEndian.AppendUint16(buf, copyEventsColumns)
 	buf = appendText(buf, e.EventID)

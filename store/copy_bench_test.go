@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 )
 
@@ -21,7 +21,7 @@ func BenchmarkCopyStream(b *testing.B) {
 		vs = append(vs, eventJSON(fmt.Sprintf("run-%06d-%02d", i/10, i%10), "step.succeeded", fmt.Sprintf("run-%06d", i/10),
 			t0.Add(time.Duration(i)*time.Second), 1, `,"data":{"runner":"ubuntu-24.04","trigger":"push","commit":"9f1c2ab"}`))
 	}
-	batch := batchOf(projector.Lease{Topic: topic}, vs...)
+	batch := batchOf(model.Lease{Topic: topic}, vs...)
 	recs := batch.UniqueRecords()
 	buf := store.AppendEventsCopy(nil, topic, 0, recs)
 	b.SetBytes(int64(len(buf)))

@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
@@ -44,13 +44,13 @@ func TestCopyStoresWhatTheInsertStores(t *testing.T) {
 		lease.NextOffset = 5_000_000_000
 		b := batchOf(lease, values...)
 		require.Empty(t, b.DeadLetters)
-		var res projector.Applied
+		var res model.Applied
 		if skipStored {
 			res, err = st.ApplySkipStored(ctx, b)
-			require.Equal(t, projector.InsertSkipStored, res.Insert)
+			require.Equal(t, model.InsertSkipStored, res.Insert)
 		} else {
 			res, err = st.Apply(ctx, b)
-			require.Equal(t, projector.InsertCopy, res.Insert)
+			require.Equal(t, model.InsertCopy, res.Insert)
 		}
 		require.NoError(t, err)
 		require.Equal(t, len(values), res.Events)
@@ -76,8 +76,8 @@ func TestCopyConflictFallsBackToTheSafeWayAndComesBack(t *testing.T) {
 	st := storetest.New(t)
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	ev := func(id string) []byte { return eventJSON(id, "run.started", "r-"+id, t0, 1, "") }
-	leases := []projector.Lease{claim(t, st, 0), claim(t, st, 1)}
-	step := func(p int, ids ...string) projector.Applied {
+	leases := []model.Lease{claim(t, st, 0), claim(t, st, 1)}
+	step := func(p int, ids ...string) model.Applied {
 		t.Helper()
 		var vs [][]byte
 		for _, id := range ids {
@@ -93,14 +93,14 @@ func TestCopyConflictFallsBackToTheSafeWayAndComesBack(t *testing.T) {
 		Insert                        string
 		Conflicts, Events, Duplicates int
 	}
-	of := func(r projector.Applied) way { return way{r.Insert, r.CopyConflicts, r.Events, r.Duplicates} }
+	of := func(r model.Applied) way { return way{r.Insert, r.CopyConflicts, r.Events, r.Duplicates} }
 
-	require.Equal(t, way{projector.InsertCopy, 0, 2, 0}, of(step(0, "e1", "e2")))
-	require.Equal(t, way{projector.InsertSkipStored, 1, 1, 1}, of(step(0, "e3", "e2")))
-	require.Equal(t, way{projector.InsertCopy, 0, 1, 0}, of(step(1, "f1")), "partition 1 is not affected")
-	require.Equal(t, way{projector.InsertSkipStored, 0, 1, 1}, of(step(0, "e4", "e1")), "stays safe while it meets stored ids")
-	require.Equal(t, way{projector.InsertSkipStored, 0, 1, 0}, of(step(0, "e5")), "one more safe batch, which finds none")
-	require.Equal(t, way{projector.InsertCopy, 0, 1, 0}, of(step(0, "e6")), "back to COPY")
+	require.Equal(t, way{model.InsertCopy, 0, 2, 0}, of(step(0, "e1", "e2")))
+	require.Equal(t, way{model.InsertSkipStored, 1, 1, 1}, of(step(0, "e3", "e2")))
+	require.Equal(t, way{model.InsertCopy, 0, 1, 0}, of(step(1, "f1")), "partition 1 is not affected")
+	require.Equal(t, way{model.InsertSkipStored, 0, 1, 1}, of(step(0, "e4", "e1")), "stays safe while it meets stored ids")
+	require.Equal(t, way{model.InsertSkipStored, 0, 1, 0}, of(step(0, "e5")), "one more safe batch, which finds none")
+	require.Equal(t, way{model.InsertCopy, 0, 1, 0}, of(step(0, "e6")), "back to COPY")
 
 	var n int
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&n))
@@ -129,11 +129,11 @@ func TestPartitionsSharingEventIDsConcurrently(t *testing.T) {
 	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	types := []string{"run.queued", "run.started", "step.started", "step.succeeded", "run.succeeded", "run.failed"}
 	var values [][]byte
-	byRun := map[string][]projector.Event{}
+	byRun := map[string][]model.Event{}
 	for i := range 3000 {
 		run := fmt.Sprintf("run-%d", rng.IntN(300))
 		v := eventJSON(fmt.Sprintf("ev-%05d", i), types[rng.IntN(len(types))], run, t0.Add(time.Duration(rng.IntN(600))*time.Second), 1+rng.IntN(2), "")
-		e, err := projector.Decode(v)
+		e, err := model.Decode(v)
 		require.NoError(t, err)
 		byRun[run] = append(byRun[run], e)
 		values = append(values, v)
@@ -181,7 +181,7 @@ func TestPartitionsSharingEventIDsConcurrently(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rows, len(byRun))
 	for _, row := range rows {
-		require.Equal(t, projector.Project(byRun[row.WorkflowRunID]), row.Run, "run %s", row.WorkflowRunID)
+		require.Equal(t, model.Project(byRun[row.WorkflowRunID]), row.Run, "run %s", row.WorkflowRunID)
 	}
 }
 
@@ -208,7 +208,7 @@ func TestCopySizeIsExact(t *testing.T) {
 			}
 			vs = append(vs, eventJSON(fmt.Sprintf("e%d", i), []string{"run.queued", "step.started"}[i%2], "r", time.Unix(int64(i), 0), 1, extra))
 		}
-		b := batchOf(projector.Lease{Topic: "a-topic"}, vs...)
+		b := batchOf(model.Lease{Topic: "a-topic"}, vs...)
 		recs := b.UniqueRecords()
 		got := store.AppendEventsCopy(nil, "a-topic", 3, recs)
 		require.Equal(t, len(got), store.CopySize("a-topic", recs), "%d events", n)

@@ -14,7 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/retrypolicy"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -59,7 +60,7 @@ type DeadLetterRow struct {
 	// had none.
 	Key, Value []byte
 	// Headers is the JSON array of the message's headers (see
-	// projector.HeadersJSON).
+	// model.HeadersJSON).
 	Headers    []byte
 	Reason     string
 	Error      string
@@ -170,7 +171,7 @@ type ReplayResult struct {
 const replayChunk = 500
 
 // ReplayDeadLetters re-validates the exact stored bytes of dead letters
-// with today's rules (projector.Decode). A message now valid is applied
+// with today's rules (model.Decode). A message now valid is applied
 // as if it had just been consumed, at its own topic, partition and offset
 // (its event stored unless its event_id is, its run merged), and its dead
 // letter removed, in one transaction: replaying again finds nothing to do.
@@ -261,13 +262,13 @@ func (s *Store) replayRows(ctx context.Context, opts ReplayOptions, res *ReplayR
 // revalidate decodes dead letters of one partition again into a batch:
 // its Records are the messages now valid, its DeadLetters those still
 // invalid, with today's reason and error.
-func revalidate(rows []dbsqlc.DeadLetter) *projector.Batch {
-	b := &projector.Batch{}
+func revalidate(rows []dbsqlc.DeadLetter) *model.Batch {
+	b := &model.Batch{}
 	if len(rows) > 0 { // one partition's, as replayTx takes them
 		b.Lease.Topic, b.Lease.Partition = rows[0].Topic, rows[0].Partition
 	}
 	for _, d := range rows {
-		b.Add(projector.Message{Offset: d.Offset, Key: d.Key, Value: d.Value})
+		b.Add(model.Message{Offset: d.Offset, Key: d.Key, Value: d.Value})
 	}
 	return b
 }
@@ -275,7 +276,7 @@ func revalidate(rows []dbsqlc.DeadLetter) *projector.Batch {
 // outcomes classifies a revalidated batch: a valid message is a duplicate
 // when its event_id is in stored or an earlier message of the batch holds
 // it.
-func outcomes(rows []dbsqlc.DeadLetter, b *projector.Batch, stored map[string]bool) []ReplayOutcome {
+func outcomes(rows []dbsqlc.DeadLetter, b *model.Batch, stored map[string]bool) []ReplayOutcome {
 	byOffset := make(map[int64]dbsqlc.DeadLetter, len(rows))
 	for _, d := range rows {
 		byOffset[d.Offset] = d
@@ -311,7 +312,7 @@ func (s *Store) replayDry(ctx context.Context, rows []dbsqlc.DeadLetter) ([]Repl
 	return outcomes(rows, b, stored), nil
 }
 
-func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []*projector.Record) (map[string]bool, error) {
+func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []*model.Record) (map[string]bool, error) {
 	ids := make([]string, len(recs))
 	for i, r := range recs {
 		ids[i] = r.Event.EventID
@@ -335,7 +336,7 @@ func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []*proj
 // fails the replay, and the dead letters stay as they were.
 func (s *Store) replayPartition(ctx context.Context, rows []dbsqlc.DeadLetter) ([]ReplayOutcome, error) {
 	outs, err := s.replayTx(ctx, rows)
-	if pe := (*projector.ProjectionError)(nil); !IsDataError(err) || errors.As(err, &pe) {
+	if pe := (*model.ProjectionError)(nil); !IsDataError(err) || errors.As(err, &pe) {
 		return outs, err
 	}
 	if len(rows) > 1 {
@@ -353,13 +354,13 @@ func (s *Store) replayPartition(ctx context.Context, rows []dbsqlc.DeadLetter) (
 	msg := "postgresql refused it: " + refusal(err)
 	if err := s.withTx(ctx, func(tx pgx.Tx) error {
 		return s.q.UpdateDeadLetters(ctx, tx, dbsqlc.UpdateDeadLettersParams{
-			Ids: []int64{d.ID}, Reasons: []string{projector.ReasonUnstorable}, Errors: []string{msg},
+			Ids: []int64{d.ID}, Reasons: []string{model.ReasonUnstorable}, Errors: []string{msg},
 		})
 	}); err != nil {
 		return nil, fmt.Errorf("update dead letter at offset %d: %w", d.Offset, err)
 	}
 	return []ReplayOutcome{{Position: Position{d.Topic, d.Partition, d.Offset}, Result: ReplayInvalid,
-		OldReason: d.Reason, Reason: projector.ReasonUnstorable, Error: msg, Updated: true}}, nil
+		OldReason: d.Reason, Reason: model.ReasonUnstorable, Error: msg, Updated: true}}, nil
 }
 
 func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter) ([]ReplayOutcome, error) {
@@ -429,6 +430,6 @@ func retryConflicts(ctx context.Context, op func() error) error {
 			return struct{}{}, backoff.Permanent(err)
 		}
 		return struct{}{}, err
-	}, backoff.WithBackOff(projector.NewBackOff(50*time.Millisecond, time.Second)), backoff.WithMaxTries(5))
+	}, backoff.WithBackOff(retrypolicy.NewBackOff(50*time.Millisecond, time.Second)), backoff.WithMaxTries(5))
 	return err
 }

@@ -7,8 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/projector/eventgen"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
@@ -50,11 +50,11 @@ func newReplayFixture(t *testing.T, seed uint64) *replayFixture {
 
 	end := int64(len(parts[1]))
 	f.newEvent = insertDeadLetter(t, f.st, 1, end, eventJSON("replayed-1", "step.succeeded", f.run,
-		r.LastEventAt.Add(time.Second), int(r.Attempt), `,"schema_version":1`), projector.ReasonUnsupportedSchemaVersion, "unsupported schema version 1")
+		r.LastEventAt.Add(time.Second), int(r.Attempt), `,"schema_version":1`), model.ReasonUnsupportedSchemaVersion, "unsupported schema version 1")
 	f.newRun = insertDeadLetter(t, f.st, 1, end+1, eventJSON("replayed-2", "run.queued", "run-from-replay",
-		r.LastEventAt, 1, ""), projector.ReasonInvalidField, "timestamp: an old rule")
-	f.dup = insertDeadLetter(t, f.st, 1, end+2, stored, projector.ReasonInvalidJSON, "an old bug")
-	f.stale = insertDeadLetter(t, f.st, 0, int64(len(parts[0])), []byte(`{"event_id":"only"}`), projector.ReasonInvalidJSON, "old text")
+		r.LastEventAt, 1, ""), model.ReasonInvalidField, "timestamp: an old rule")
+	f.dup = insertDeadLetter(t, f.st, 1, end+2, stored, model.ReasonInvalidJSON, "an old bug")
+	f.stale = insertDeadLetter(t, f.st, 0, int64(len(parts[0])), []byte(`{"event_id":"only"}`), model.ReasonInvalidJSON, "old text")
 	return f
 }
 
@@ -78,11 +78,11 @@ func TestReplayAppliesDeadLettersValidTodayExactlyOnce(t *testing.T) {
 		byPos[o.Position] = o
 	}
 	require.Equal(t, store.ReplayOutcome{Position: f.newEvent, Result: store.ReplayApplied, EventID: "replayed-1",
-		OldReason: projector.ReasonUnsupportedSchemaVersion}, byPos[f.newEvent])
+		OldReason: model.ReasonUnsupportedSchemaVersion}, byPos[f.newEvent])
 	require.Equal(t, store.ReplayApplied, byPos[f.newRun].Result)
 	require.Equal(t, store.ReplayDuplicate, byPos[f.dup].Result)
-	require.Equal(t, store.ReplayOutcome{Position: f.stale, Result: store.ReplayInvalid, OldReason: projector.ReasonInvalidJSON,
-		Reason: projector.ReasonMissingField, Error: "event_type: is required", Updated: true}, byPos[f.stale])
+	require.Equal(t, store.ReplayOutcome{Position: f.stale, Result: store.ReplayInvalid, OldReason: model.ReasonInvalidJSON,
+		Reason: model.ReasonMissingField, Error: "event_type: is required", Updated: true}, byPos[f.stale])
 	require.Len(t, res.Outcomes, 4, "outcomes that change nothing are not listed")
 
 	// The events are stored at the dead letters' positions, their runs
@@ -110,7 +110,7 @@ func TestReplayAppliesDeadLettersValidTodayExactlyOnce(t *testing.T) {
 	// untouched.
 	d, err := st.GetDeadLetter(ctx, f.stale)
 	require.NoError(t, err)
-	require.Equal(t, projector.ReasonMissingField, d.Reason)
+	require.Equal(t, model.ReasonMissingField, d.Reason)
 	require.Equal(t, "event_type: is required", d.Error)
 	require.Equal(t, []byte(`{"event_id":"only"}`), d.Value)
 	afterDead := storetest.Snapshot(t, st)["dead_letters"]
@@ -155,11 +155,11 @@ func TestReplaySelectsByPositionOrReason(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.ReplayResult{Checked: 1, Applied: 1}, res)
 
-	res, err = st.ReplayDeadLetters(ctx, store.ReplayOptions{Reason: projector.ReasonUnsupportedSchemaVersion, Samples: 100})
+	res, err = st.ReplayDeadLetters(ctx, store.ReplayOptions{Reason: model.ReasonUnsupportedSchemaVersion, Samples: 100})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Applied, "the dead letter that an older version refused for its schema_version")
 	for _, o := range res.Outcomes {
-		require.Equal(t, projector.ReasonUnsupportedSchemaVersion, o.OldReason)
+		require.Equal(t, model.ReasonUnsupportedSchemaVersion, o.OldReason)
 	}
 	_, err = st.GetDeadLetter(ctx, f.dup)
 	require.NoError(t, err, "other reasons are left alone")
@@ -180,12 +180,12 @@ func TestListAndGetDeadLetters(t *testing.T) {
 		require.True(t, a.Partition < b.Partition || (a.Partition == b.Partition && a.Offset < b.Offset), "ordered by position")
 	}
 
-	some, total, err := st.ListDeadLetters(ctx, projector.ReasonInvalidJSON, 2)
+	some, total, err := st.ListDeadLetters(ctx, model.ReasonInvalidJSON, 2)
 	require.NoError(t, err)
 	require.Len(t, some, 2)
-	require.Equal(t, int64(f.wl.Reasons[projector.ReasonInvalidJSON]+2), total)
+	require.Equal(t, int64(f.wl.Reasons[model.ReasonInvalidJSON]+2), total)
 	for _, d := range some {
-		require.Equal(t, projector.ReasonInvalidJSON, d.Reason)
+		require.Equal(t, model.ReasonInvalidJSON, d.Reason)
 	}
 
 	d, err := st.GetDeadLetter(ctx, f.stale)
@@ -240,7 +240,7 @@ func TestReplayOfAnEventPostgreSQLRefusesKeepsItAsUnstorable(t *testing.T) {
 	_, err := st.Pool().Exec(ctx, `ALTER TABLE workflow_events ADD CONSTRAINT no_poison CHECK (event_id <> 'poison')`)
 	require.NoError(t, err)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	poison := insertDeadLetter(t, st, 1, f.dup.Offset+1, eventJSON("poison", "run.queued", "r-poison", t0, 1, ""), projector.ReasonInvalidJSON, "old")
+	poison := insertDeadLetter(t, st, 1, f.dup.Offset+1, eventJSON("poison", "run.queued", "r-poison", t0, 1, ""), model.ReasonInvalidJSON, "old")
 
 	res, err := st.ReplayDeadLetters(ctx, store.ReplayOptions{Samples: 1000})
 	require.NoError(t, err)
@@ -248,7 +248,7 @@ func TestReplayOfAnEventPostgreSQLRefusesKeepsItAsUnstorable(t *testing.T) {
 	require.Equal(t, 1, res.Duplicates)
 	d, err := st.GetDeadLetter(ctx, poison)
 	require.NoError(t, err)
-	require.Equal(t, projector.ReasonUnstorable, d.Reason)
+	require.Equal(t, model.ReasonUnstorable, d.Reason)
 	require.Contains(t, d.Error, "postgresql refused it")
 	require.Contains(t, d.Error, "no_poison")
 	requireRunsAreTheirProjection(t, st)

@@ -8,12 +8,12 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // This file is the one place that reads PostgreSQL's error codes: every
 // other part of the program asks these functions, or meets the sentinel
-// errors of package projector that Apply wraps around them.
+// errors of package model that Apply wraps around them.
 
 // ErrNotMigrated means the database schema is older than the binary.
 var ErrNotMigrated = errors.New("database not migrated")
@@ -87,23 +87,23 @@ func refusal(err error) string {
 	return err.Error()
 }
 
-// classify wraps err with the sentinel of package projector that tells
+// classify wraps err with the sentinel of package model that tells
 // the worker what to do with it: ErrRejected (the rows are to blame: split
 // the batch) or a SchemaError (the schema is broken: retry, loudly). A
 // ProjectionError stays as it is, whatever PostgreSQL said inside it: a
 // projection's failure is never the data's fault. Other errors are
 // returned as they are, and retried as transient.
 func classify(err error) error {
-	var pe *projector.ProjectionError
+	var pe *model.ProjectionError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &pe):
 		return err // the projection's fault, whatever PostgreSQL said: retried
 	case IsDataError(err):
-		return fmt.Errorf("%w: %w", projector.ErrRejected, err)
+		return fmt.Errorf("%w: %w", model.ErrRejected, err)
 	case IsSchemaError(err):
-		return &projector.SchemaError{Relation: missingRelation(err), Err: err}
+		return &model.SchemaError{Relation: missingRelation(err), Err: err}
 	}
 	return err
 }

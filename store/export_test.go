@@ -6,13 +6,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
 // ApplySkipStored applies b with the insert that skips stored event_ids
 // only, never by COPY, so that tests can compare the two ways.
-func (s *Store) ApplySkipStored(ctx context.Context, b *projector.Batch) (projector.Applied, error) {
+func (s *Store) ApplySkipStored(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	w := s.newWork(b, true)
 	defer w.release()
 	res, _, err := s.apply(ctx, w)
@@ -31,10 +31,10 @@ const CopyEventsSQL = copyEventsSQL
 // SetStalledCopyClock makes ReapStalledCopies read the time from now.
 func SetStalledCopyClock(s *Store, now func() time.Time) { s.copies.now = now }
 
-// MergeSteps merges steps (projector.FoldSteps rows of events never merged
+// MergeSteps merges steps (model.FoldSteps rows of events never merged
 // before) in a transaction of its own: with mergeSteps, or queued in a
 // pgx.Batch with dbsqlc.QueueMergeSteps when queued is set.
-func (s *Store) MergeSteps(ctx context.Context, steps []projector.Step, queued bool) error {
+func (s *Store) MergeSteps(ctx context.Context, steps []model.Step, queued bool) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return err

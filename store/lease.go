@@ -7,21 +7,21 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
 // Claim takes the lease of a partition for a new consumer session. The
 // partition's row is created at initialOffset when there is none. Taking
 // the lease bumps its epoch, which fences every earlier owner.
-func (s *Store) Claim(ctx context.Context, group, topic string, partition int32, initialOffset int64, owner string) (projector.Lease, error) {
+func (s *Store) Claim(ctx context.Context, group, topic string, partition int32, initialOffset int64, owner string) (model.Lease, error) {
 	row, err := s.q.ClaimOffset(ctx, s.pool, dbsqlc.ClaimOffsetParams{
 		GroupID: group, Topic: topic, Partition: partition, InitialOffset: initialOffset, Owner: owner,
 	})
 	if err != nil {
-		return projector.Lease{}, fmt.Errorf("claim %s/%d: %w", topic, partition, classify(err))
+		return model.Lease{}, fmt.Errorf("claim %s/%d: %w", topic, partition, classify(err))
 	}
-	return projector.Lease{Group: group, Topic: topic, Partition: partition, Epoch: row.LeaseEpoch, NextOffset: row.NextOffset}, nil
+	return model.Lease{Group: group, Topic: topic, Partition: partition, Epoch: row.LeaseEpoch, NextOffset: row.NextOffset}, nil
 }
 
 // Reposition moves a claimed partition's stored offset to where the broker
@@ -31,7 +31,7 @@ func (s *Store) Claim(ctx context.Context, group, topic string, partition int32,
 // recreated), the dead letters of the old log from there on move to
 // dead_letters_superseded in the same transaction: the new log's messages
 // take their positions, and dead_letters keeps one per position.
-func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc projector.Incident) (projector.Lease, error) {
+func (s *Store) Reposition(ctx context.Context, l model.Lease, to int64, inc model.Incident) (model.Lease, error) {
 	err := s.withTx(ctx, func(tx pgx.Tx) error {
 		cur, err := s.q.LockOffset(ctx, tx, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition})
 		if err != nil {
@@ -66,24 +66,24 @@ func (s *Store) Reposition(ctx context.Context, l projector.Lease, to int64, inc
 
 // StoredOffsets returns the stored next_offset of every partition of the
 // group, keyed by topic and partition.
-func (s *Store) StoredOffsets(ctx context.Context, group string) (map[projector.TopicPartition]int64, error) {
+func (s *Store) StoredOffsets(ctx context.Context, group string) (map[model.TopicPartition]int64, error) {
 	rows, err := s.q.ListOffsets(ctx, s.pool, group)
 	if err != nil {
 		return nil, fmt.Errorf("list offsets of group %s: %w", group, classify(err))
 	}
-	out := make(map[projector.TopicPartition]int64, len(rows))
+	out := make(map[model.TopicPartition]int64, len(rows))
 	for _, r := range rows {
-		out[projector.TopicPartition{Topic: r.Topic, Partition: r.Partition}] = r.NextOffset
+		out[model.TopicPartition{Topic: r.Topic, Partition: r.Partition}] = r.NextOffset
 	}
 	return out, nil
 }
 
-// CheckLease returns an error wrapping projector.ErrFenced when the
+// CheckLease returns an error wrapping model.ErrFenced when the
 // partition's stored offset or lease epoch is no longer what l expects.
-func (s *Store) CheckLease(ctx context.Context, l projector.Lease) error {
+func (s *Store) CheckLease(ctx context.Context, l model.Lease) error {
 	cur, err := s.q.GetOffset(ctx, s.pool, dbsqlc.GetOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: the stored offset row of %s/%d is gone", projector.ErrFenced, l.Topic, l.Partition)
+		return fmt.Errorf("%w: the stored offset row of %s/%d is gone", model.ErrFenced, l.Topic, l.Partition)
 	}
 	if err != nil {
 		return fmt.Errorf("check lease of %s/%d: %w", l.Topic, l.Partition, classify(err))
@@ -92,10 +92,10 @@ func (s *Store) CheckLease(ctx context.Context, l projector.Lease) error {
 }
 
 // fence checks a stored offset row against the lease that expects it.
-func fence(next, epoch int64, l projector.Lease) error {
+func fence(next, epoch int64, l model.Lease) error {
 	if epoch != l.Epoch || next != l.NextOffset {
 		return fmt.Errorf("%w: stored next_offset %d epoch %d, expected next_offset %d epoch %d",
-			projector.ErrFenced, next, epoch, l.NextOffset, l.Epoch)
+			model.ErrFenced, next, epoch, l.NextOffset, l.Epoch)
 	}
 	return nil
 }

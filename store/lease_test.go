@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -35,10 +35,10 @@ func TestRepositionBackKeepsTheOldLogsDeadLetters(t *testing.T) {
 	// Retention moved the log start forward: nothing to supersede.
 	l := old.Lease
 	l.NextOffset = old.End
-	l, err = st.Reposition(ctx, l, 10, projector.Incident{Kind: projector.IncidentOffsetOutOfRange, ExpectedOffset: 4, ActualOffset: 10, Detail: "deleted"})
+	l, err = st.Reposition(ctx, l, 10, model.Incident{Kind: model.IncidentOffsetOutOfRange, ExpectedOffset: 4, ActualOffset: 10, Detail: "deleted"})
 	require.NoError(t, err)
 	// The topic was recreated: its log starts again at 0.
-	l, err = st.Reposition(ctx, l, 2, projector.Incident{Kind: projector.IncidentOffsetOutOfRange, ExpectedOffset: 10, ActualOffset: 2, Detail: "recreated"})
+	l, err = st.Reposition(ctx, l, 2, model.Incident{Kind: model.IncidentOffsetOutOfRange, ExpectedOffset: 10, ActualOffset: 2, Detail: "recreated"})
 	require.NoError(t, err)
 	require.Equal(t, int64(2), l.NextOffset)
 

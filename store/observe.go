@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -20,7 +20,7 @@ import (
 // and it writes only while l is the partition's current lease (a lost lease
 // writes nothing and is not an error: the fence reports it). Nothing
 // positions from the stored values.
-func (s *Store) RecordHighWatermark(ctx context.Context, l projector.Lease, hwm, lso int64, lastApplied time.Time) error {
+func (s *Store) RecordHighWatermark(ctx context.Context, l model.Lease, hwm, lso int64, lastApplied time.Time) error {
 	var ago pgtype.Int8
 	if !lastApplied.IsZero() {
 		ago = pgtype.Int8{Int64: max(time.Since(lastApplied).Milliseconds(), 0), Valid: true}

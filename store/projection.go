@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -42,7 +42,7 @@ type Projection interface {
 	// transaction stores for the first time: distinct, valid, each given to
 	// the projection once (until it forgets it), those of one partition in
 	// offset order. An error rolls the whole transaction back.
-	Apply(ctx context.Context, db DB, events []projector.Event) error
+	Apply(ctx context.Context, db DB, events []model.Event) error
 	// Forget removes everything derived from the events of these runs (all
 	// runs when runIDs is nil). The caller then applies every stored event
 	// of those runs again, in the same transaction.
@@ -90,7 +90,7 @@ func (s *Store) SetupProjections(ctx context.Context) error {
 	return s.withTx(ctx, func(tx pgx.Tx) error {
 		for _, p := range s.projections {
 			if err := p.Setup(ctx, txDB{tx}); err != nil {
-				return &projector.ProjectionError{Projection: p.Name(), Op: "setup", Err: err}
+				return &model.ProjectionError{Projection: p.Name(), Op: "setup", Err: err}
 			}
 		}
 		return nil
@@ -105,7 +105,7 @@ type folder interface {
 	Projection
 	// prepare folds recs (one per event_id, never applied before) into
 	// the merge of their rows.
-	prepare(recs []*projector.Record) merge
+	prepare(recs []*model.Record) merge
 }
 
 // merge is a folder's prepared merge: queue adds it to a batch; rows is
@@ -116,7 +116,7 @@ type merge struct {
 }
 
 // prepareMerges prepares the merge of every folder for recs.
-func (s *Store) prepareMerges(recs []*projector.Record) []merge {
+func (s *Store) prepareMerges(recs []*model.Record) []merge {
 	var ms []merge
 	for _, p := range s.projections {
 		if f, ok := p.(folder); ok {
@@ -126,7 +126,7 @@ func (s *Store) prepareMerges(recs []*projector.Record) []merge {
 	return ms
 }
 
-// runsProjection is workflow_runs (contract §3): projector.Combine in SQL.
+// runsProjection is workflow_runs (contract §3): model.Combine in SQL.
 type runsProjection struct{}
 
 func (runsProjection) Name() string { return "workflow_runs" }
@@ -134,8 +134,8 @@ func (runsProjection) Name() string { return "workflow_runs" }
 // Setup has nothing to do: the migrations create workflow_runs.
 func (runsProjection) Setup(context.Context, DB) error { return nil }
 
-func (p runsProjection) Apply(ctx context.Context, db DB, events []projector.Event) error {
-	runs := projector.FoldEvents(events)
+func (p runsProjection) Apply(ctx context.Context, db DB, events []model.Event) error {
+	runs := model.FoldEvents(events)
 	if len(runs) == 0 {
 		return nil
 	}
@@ -146,8 +146,8 @@ func (p runsProjection) Apply(ctx context.Context, db DB, events []projector.Eve
 	return nil
 }
 
-func (runsProjection) prepare(recs []*projector.Record) merge {
-	runs := projector.FoldRecords(recs)
+func (runsProjection) prepare(recs []*model.Record) merge {
+	runs := model.FoldRecords(recs)
 	if len(runs) == 0 {
 		return merge{}
 	}
@@ -159,7 +159,7 @@ func (runsProjection) Forget(ctx context.Context, db DB, runIDs []string) error 
 	return forgetRows(ctx, db, "workflow_runs", runIDs)
 }
 
-// stepsProjection is workflow_steps (contract §3.1): projector.CombineSteps
+// stepsProjection is workflow_steps (contract §3.1): model.CombineSteps
 // in SQL.
 type stepsProjection struct{}
 
@@ -168,8 +168,8 @@ func (stepsProjection) Name() string { return "workflow_steps" }
 // Setup has nothing to do: the migrations create workflow_steps.
 func (stepsProjection) Setup(context.Context, DB) error { return nil }
 
-func (stepsProjection) Apply(ctx context.Context, db DB, events []projector.Event) error {
-	steps := projector.FoldStepEvents(events)
+func (stepsProjection) Apply(ctx context.Context, db DB, events []model.Event) error {
+	steps := model.FoldStepEvents(events)
 	if len(steps) == 0 {
 		return nil
 	}
@@ -180,8 +180,8 @@ func (stepsProjection) Apply(ctx context.Context, db DB, events []projector.Even
 	return nil
 }
 
-func (stepsProjection) prepare(recs []*projector.Record) merge {
-	steps := projector.FoldSteps(recs)
+func (stepsProjection) prepare(recs []*model.Record) merge {
+	steps := model.FoldSteps(recs)
 	if len(steps) == 0 {
 		return merge{}
 	}
@@ -240,9 +240,9 @@ func (t txDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 // applyProjections gives events (distinct, never applied before; each
 // partition's in offset order) to the projections that are not folders
 // when folded is set (their merge was queued already), or to all of them.
-// A projection's error is a *projector.ProjectionError: never the data's
+// A projection's error is a *model.ProjectionError: never the data's
 // fault, so the batch is retried, not split into dead letters.
-func (s *Store) applyProjections(ctx context.Context, db DB, events []projector.Event, folded bool) error {
+func (s *Store) applyProjections(ctx context.Context, db DB, events []model.Event, folded bool) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -251,7 +251,7 @@ func (s *Store) applyProjections(ctx context.Context, db DB, events []projector.
 			continue
 		}
 		if err := p.Apply(ctx, txDB{db}, events); err != nil {
-			return &projector.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
+			return &model.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
 		}
 	}
 	return nil
@@ -262,7 +262,7 @@ func (s *Store) applyProjections(ctx context.Context, db DB, events []projector.
 func (s *Store) forgetProjections(ctx context.Context, db DB, runIDs []string) error {
 	for _, p := range s.projections {
 		if err := p.Forget(ctx, txDB{db}, runIDs); err != nil {
-			return &projector.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
+			return &model.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
 		}
 	}
 	return nil
@@ -276,12 +276,12 @@ func (s *Store) hasUserProjections() bool {
 
 // eventsInOffsetOrder returns the events of recs, each partition's in
 // offset order, for Projection.Apply.
-func eventsInOffsetOrder(recs []*projector.Record) []projector.Event {
-	out := make([]projector.Event, len(recs))
+func eventsInOffsetOrder(recs []*model.Record) []model.Event {
+	out := make([]model.Event, len(recs))
 	for i, r := range recs {
 		out[i] = r.Event
 	}
-	slices.SortFunc(out, func(x, y projector.Event) int {
+	slices.SortFunc(out, func(x, y model.Event) int {
 		return cmp.Or(cmp.Compare(x.Topic, y.Topic), cmp.Compare(x.Partition, y.Partition), cmp.Compare(x.Offset, y.Offset))
 	})
 	return out

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -33,8 +33,8 @@ func (e *UnknownProjectionsError) Error() string {
 		map[bool]string{true: "projection", false: "projections"}[len(e.Names) == 1], strings.Join(e.Names, ", "))
 }
 
-// Unwrap makes it projector.ErrProjectionNotLoaded, which stops a worker.
-func (e *UnknownProjectionsError) Unwrap() error { return projector.ErrProjectionNotLoaded }
+// Unwrap makes it model.ErrProjectionNotLoaded, which stops a worker.
+func (e *UnknownProjectionsError) Unwrap() error { return model.ErrProjectionNotLoaded }
 
 // ErrBuilding means a reset or a rebuild met a projection that is being
 // built from the stored events by a worker: it would change the events

@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -305,7 +305,7 @@ var ErrUnknownProjection = errors.New("no such projection")
 // today's rules, in one transaction that holds the offsets lock
 // throughout, so that batches wait and readers see either the old tables
 // or the new ones. workflow_runs is compared run by run with
-// projector.Project of the run's events: the rows that differ are
+// model.Project of the run's events: the rows that differ are
 // written, and rows of runs without events deleted. Every other
 // projection forgets everything (Forget with nil) and is given every
 // stored event again (Apply), a chunk of runs at a time. The tables
@@ -469,16 +469,16 @@ func (s *Store) reprocessTx(ctx context.Context, dryRun bool, fn func(tx pgx.Tx)
 
 // loadEvents reads the stored events that p selects, each partition's in
 // offset order, decoding every stored payload again with today's rules
-// (projector.Decode), so that a rebuild follows the decoder as well as the
+// (model.Decode), so that a rebuild follows the decoder as well as the
 // projections.
-func (s *Store) loadEvents(ctx context.Context, tx pgx.Tx, p dbsqlc.EventsOfRunsParams) ([]projector.Event, error) {
+func (s *Store) loadEvents(ctx context.Context, tx pgx.Tx, p dbsqlc.EventsOfRunsParams) ([]model.Event, error) {
 	rows, err := s.q.EventsOfRuns(ctx, tx, p)
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
-	events := make([]projector.Event, len(rows))
+	events := make([]model.Event, len(rows))
 	for i, r := range rows {
-		ev, err := projector.Decode(r.Payload)
+		ev, err := model.Decode(r.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("stored event %s no longer decodes: %w", r.EventID, err)
 		}
@@ -492,18 +492,18 @@ func (s *Store) loadEvents(ctx context.Context, tx pgx.Tx, p dbsqlc.EventsOfRuns
 	return events, nil
 }
 
-// projectRuns projects each run of events from scratch (projector.Project)
+// projectRuns projects each run of events from scratch (model.Project)
 // and returns the runs in workflow_run_id order.
-func projectRuns(events []projector.Event) []projector.Run {
-	byRun := make(map[string][]projector.Event)
+func projectRuns(events []model.Event) []model.Run {
+	byRun := make(map[string][]model.Event)
 	for _, ev := range events {
 		byRun[ev.WorkflowRunID] = append(byRun[ev.WorkflowRunID], ev)
 	}
-	runs := make([]projector.Run, 0, len(byRun))
+	runs := make([]model.Run, 0, len(byRun))
 	for _, events := range byRun {
-		runs = append(runs, projector.Project(events))
+		runs = append(runs, model.Project(events))
 	}
-	slices.SortFunc(runs, func(a, b projector.Run) int { return strings.Compare(a.WorkflowRunID, b.WorkflowRunID) })
+	slices.SortFunc(runs, func(a, b model.Run) int { return strings.Compare(a.WorkflowRunID, b.WorkflowRunID) })
 	return runs
 }
 
@@ -526,20 +526,20 @@ func (s *Store) others(only string) []Projection {
 func forget(ctx context.Context, db DB, ps []Projection, runIDs []string) error {
 	for _, p := range ps {
 		if err := p.Forget(ctx, txDB{db}, runIDs); err != nil {
-			return &projector.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
+			return &model.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
 		}
 	}
 	return nil
 }
 
 // apply gives events to ps.
-func apply(ctx context.Context, db DB, ps []Projection, events []projector.Event) error {
+func apply(ctx context.Context, db DB, ps []Projection, events []model.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
 	for _, p := range ps {
 		if err := p.Apply(ctx, txDB{db}, events); err != nil {
-			return &projector.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
+			return &model.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
 		}
 	}
 	return nil
@@ -559,9 +559,9 @@ type runSync struct {
 // for the same set, both in workflow_run_id order: a stored row with no
 // computed run is deleted, a computed run with no row inserted, a row
 // that differs replaced.
-func (sy *runSync) sync(ctx context.Context, stored []dbsqlc.WorkflowRun, computed []projector.Run) error {
+func (sy *runSync) sync(ctx context.Context, stored []dbsqlc.WorkflowRun, computed []model.Run) error {
 	var remove []string
-	var write []projector.Run
+	var write []model.Run
 	i, j := 0, 0
 	for i < len(stored) || j < len(computed) {
 		var c int
@@ -622,7 +622,7 @@ func (sy *runSync) sample(d RunDiff) {
 }
 
 // diffFields lists the columns in which two projections of a run differ.
-func diffFields(old, cur projector.Run) []string {
+func diffFields(old, cur model.Run) []string {
 	var out []string
 	add := func(name string, a, b any) {
 		if !sameValue(a, b) {

@@ -13,16 +13,16 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/projector/eventgen"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
 
 // partitioned spreads a workload over n partitions by key, in order, the
 // way a keyed producer would; a nil key goes to partition 0.
-func partitioned(msgs []projector.Message, n int32) [][]projector.Message {
-	parts := make([][]projector.Message, n)
+func partitioned(msgs []model.Message, n int32) [][]model.Message {
+	parts := make([][]model.Message, n)
 	for _, m := range msgs {
 		h := fnv.New32a()
 		h.Write(m.Key)
@@ -36,14 +36,14 @@ func partitioned(msgs []projector.Message, n int32) [][]projector.Message {
 // consumePartition applies a partition's messages from its stored offset
 // (claiming it, as a new session would) to the end, in batches, and
 // returns the number of new events.
-func consumePartition(ctx context.Context, st *store.Store, p int32, msgs []projector.Message) (int, error) {
+func consumePartition(ctx context.Context, st *store.Store, p int32, msgs []model.Message) (int, error) {
 	lease, err := st.Claim(ctx, group, topic, p, 0, "test")
 	if err != nil {
 		return 0, err
 	}
 	events := 0
 	for lease.NextOffset < int64(len(msgs)) {
-		b := &projector.Batch{Lease: lease}
+		b := &model.Batch{Lease: lease}
 		for _, m := range msgs[lease.NextOffset:min(lease.NextOffset+40, int64(len(msgs)))] {
 			b.Add(m)
 		}
@@ -59,7 +59,7 @@ func consumePartition(ctx context.Context, st *store.Store, p int32, msgs []proj
 
 // consumeAll consumes every partition to its end, one after the other,
 // and returns the number of new events.
-func consumeAll(t *testing.T, st *store.Store, parts [][]projector.Message) int {
+func consumeAll(t *testing.T, st *store.Store, parts [][]model.Message) int {
 	t.Helper()
 	total := 0
 	for p, msgs := range parts {
@@ -72,18 +72,18 @@ func consumeAll(t *testing.T, st *store.Store, parts [][]projector.Message) int 
 
 // requireRunsAreTheirProjection checks, independently of the code under
 // test, that workflow_runs holds exactly one row per run that has stored
-// events, equal to projector.Project of those events.
+// events, equal to model.Project of those events.
 func requireRunsAreTheirProjection(t *testing.T, st *store.Store) {
 	t.Helper()
 	ctx := context.Background()
 	rows, err := st.Pool().Query(ctx, `SELECT workflow_run_id, payload FROM workflow_events`)
 	require.NoError(t, err)
-	byRun := map[string][]projector.Event{}
+	byRun := map[string][]model.Event{}
 	for rows.Next() {
 		var run string
 		var payload []byte
 		require.NoError(t, rows.Scan(&run, &payload))
-		ev, err := projector.Decode(payload)
+		ev, err := model.Decode(payload)
 		require.NoError(t, err)
 		byRun[run] = append(byRun[run], ev)
 	}
@@ -92,7 +92,7 @@ func requireRunsAreTheirProjection(t *testing.T, st *store.Store) {
 	require.NoError(t, err)
 	var bad []string
 	for _, r := range runs {
-		if want := projector.Project(byRun[r.WorkflowRunID]); !want.Equal(r.Run) {
+		if want := model.Project(byRun[r.WorkflowRunID]); !want.Equal(r.Run) {
 			bad = append(bad, fmt.Sprintf("%s:\n got  %+v\n want %+v", r.WorkflowRunID, r.Run, want))
 		}
 		delete(byRun, r.WorkflowRunID)
@@ -151,15 +151,15 @@ func TestResetRemovesEffectsFromTheNewOffsetsAndConsumingAgainRestoresTheTables(
 	requireRunsAreTheirProjection(t, st)
 	stored, err := st.StoredOffsets(ctx, group)
 	require.NoError(t, err)
-	require.Equal(t, mid, stored[projector.TopicPartition{Topic: topic, Partition: 1}])
-	require.Equal(t, int64(0), stored[projector.TopicPartition{Topic: topic, Partition: 2}])
-	require.Equal(t, int64(len(parts[0])), stored[projector.TopicPartition{Topic: topic, Partition: 0}])
+	require.Equal(t, mid, stored[model.TopicPartition{Topic: topic, Partition: 1}])
+	require.Equal(t, int64(0), stored[model.TopicPartition{Topic: topic, Partition: 2}])
+	require.Equal(t, int64(len(parts[0])), stored[model.TopicPartition{Topic: topic, Partition: 0}])
 
 	// The partition's owner from before the reset is fenced.
-	b := &projector.Batch{Lease: stale}
+	b := &model.Batch{Lease: stale}
 	b.Add(parts[1][len(parts[1])-1])
 	_, err = st.Apply(ctx, b)
-	require.ErrorIs(t, err, projector.ErrFenced)
+	require.ErrorIs(t, err, model.ErrFenced)
 
 	// Consuming again applies each removed event exactly once more.
 	applied := consumeAll(t, st, parts)
@@ -294,7 +294,7 @@ func TestRebuildAndResetWhileBatchesApply(t *testing.T) {
 			// Fenced by a reset: claim again and go on from the new offset.
 			for {
 				_, err := consumePartition(gctx, st, int32(p), parts[p])
-				if !errors.Is(err, projector.ErrFenced) {
+				if !errors.Is(err, model.ErrFenced) {
 					return err
 				}
 				fenced.Add(1)
@@ -318,7 +318,7 @@ func TestRebuildAndResetWhileBatchesApply(t *testing.T) {
 			stored, err := st.StoredOffsets(ctx, group)
 			require.NoError(t, err)
 			_, err = st.ResetOffsets(ctx, store.ResetOptions{Group: group,
-				Targets: []store.OffsetTarget{{Topic: topic, Partition: p, Offset: stored[projector.TopicPartition{Topic: topic, Partition: p}] / 2}}})
+				Targets: []store.OffsetTarget{{Topic: topic, Partition: p, Offset: stored[model.TopicPartition{Topic: topic, Partition: p}] / 2}}})
 			require.NoError(t, err)
 			resets++
 		}

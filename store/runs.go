@@ -7,14 +7,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
 // RunRow is a stored workflow_runs row: the projection and the columns the
 // database adds.
 type RunRow struct {
-	projector.Run
+	model.Run
 	// DurationMS is the generated duration_ms column.
 	DurationMS sql.NullInt64
 }
@@ -34,7 +34,7 @@ func (s *Store) ListRuns(ctx context.Context) ([]RunRow, error) {
 
 func runRow(r dbsqlc.WorkflowRun) RunRow {
 	return RunRow{
-		Run: projector.Run{
+		Run: model.Run{
 			WorkflowRunID:   r.WorkflowRunID,
 			WorkflowID:      r.WorkflowID,
 			Source:          r.Source,

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -46,7 +46,7 @@ type copySeen struct {
 // A COPY is stalled only if two calls that far apart see it at the
 // same byte, so call this more often than that (the worker does, every
 // few seconds); a COPY that is slow but moving is left alone.
-func (s *Store) ReapStalledCopies(ctx context.Context) ([]projector.StalledSession, error) {
+func (s *Store) ReapStalledCopies(ctx context.Context) ([]model.StalledSession, error) {
 	rows, err := s.q.StalledCopies(ctx, s.pool, copyEventsSQL)
 	if err != nil {
 		return nil, fmt.Errorf("look for stalled copies: %w", err)
@@ -74,14 +74,14 @@ func (s *Store) ReapStalledCopies(ctx context.Context) ([]projector.StalledSessi
 	s.copies.seen = next
 	s.copies.mu.Unlock()
 
-	var ended []projector.StalledSession
+	var ended []model.StalledSession
 	for _, r := range stalled {
 		ok, err := s.q.TerminateBackend(ctx, s.pool, r.Pid.Int32)
 		if err != nil {
 			return ended, fmt.Errorf("end stalled session %d: %w", r.Pid.Int32, err)
 		}
 		if ok {
-			ended = append(ended, projector.StalledSession{
+			ended = append(ended, model.StalledSession{
 				PID: r.Pid.Int32, ApplicationName: r.ApplicationName, ClientAddr: r.ClientAddr,
 				Since: r.QueryStart.Time, Bytes: r.BytesProcessed.Int64,
 			})

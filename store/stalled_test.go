@@ -13,8 +13,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
@@ -88,7 +89,7 @@ func TestReapEndsFrozenCopiesOnly(t *testing.T) {
 		require.NoError(t, err)
 	}
 	ev := func(id string) []byte {
-		b := batchOf(projector.Lease{Topic: topic}, eventJSON(id, "run.queued", "r-"+id, time.Unix(0, 0), 1, ""))
+		b := batchOf(model.Lease{Topic: topic}, eventJSON(id, "run.queued", "r-"+id, time.Unix(0, 0), 1, ""))
 		s := store.AppendEventsCopy(nil, topic, 0, b.UniqueRecords())
 		return s[:len(s)-2] // without the trailer: more rows may follow
 	}
@@ -111,7 +112,7 @@ func TestReapEndsFrozenCopiesOnly(t *testing.T) {
 	// reapAfter lets d pass on the reaper's clock, while the moving COPY
 	// receives one more row, and reaps.
 	rows := 1
-	reapAfter := func(d time.Duration) []projector.StalledSession {
+	reapAfter := func(d time.Duration) []model.StalledSession {
 		t.Helper()
 		row := ev(fmt.Sprintf("moving-%d", rows))[len("PGCOPY\n\xff\r\n\x00")+8:] // without the header
 		sendMore(row)
@@ -162,7 +163,7 @@ func TestReapEndsFrozenCopiesOnly(t *testing.T) {
 }
 
 // TestWorkerEndsFrozenCopies: a running worker looks for frozen workers'
-// sessions on its own (every projector.ReapInterval) and ends them, even
+// sessions on its own (every consumer.ReapInterval) and ends them, even
 // for partitions it does not hold, counting them in its stats.
 func TestWorkerEndsFrozenCopies(t *testing.T) {
 	t.Parallel()
@@ -174,16 +175,16 @@ func TestWorkerEndsFrozenCopies(t *testing.T) {
 	t.Cleanup(st.Close)
 	_, err = st.Claim(ctx, group, topic, 5, 0, "frozen-owner")
 	require.NoError(t, err)
-	b := batchOf(projector.Lease{Topic: topic}, eventJSON("e1", "run.queued", "r1", time.Unix(0, 0), 1, ""))
+	b := batchOf(model.Lease{Topic: topic}, eventJSON("e1", "run.queued", "r1", time.Unix(0, 0), 1, ""))
 	row := store.AppendEventsCopy(nil, topic, 5, b.UniqueRecords())
 	frozen, _ := startCopy(t, url, 5, row[:len(row)-2])
 
 	cluster := kafkatest.New(t, topic, 1)
-	cfg := projector.DefaultConfig()
+	cfg := consumer.DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
 	cfg.Topics = []string{topic}
 	cfg.Group = group
-	w, err := projector.NewWorker(cfg, st, logrus.New())
+	w, err := consumer.NewWorker(cfg, st, logrus.New())
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

@@ -7,14 +7,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
 // StepRow is a stored workflow_steps row: the steps projection (contract
 // §3.1) and the columns the database adds.
 type StepRow struct {
-	projector.Step
+	model.Step
 	// DurationMS is the generated duration_ms column.
 	DurationMS sql.NullInt64
 }
@@ -35,7 +35,7 @@ func (s *Store) ListSteps(ctx context.Context) ([]StepRow, error) {
 
 func stepRow(r dbsqlc.WorkflowStep) StepRow {
 	return StepRow{
-		Step: projector.Step{
+		Step: model.Step{
 			WorkflowRunID:   r.WorkflowRunID,
 			Attempt:         r.Attempt,
 			StepID:          r.StepID,
@@ -56,11 +56,11 @@ func stepRow(r dbsqlc.WorkflowStep) StepRow {
 }
 
 // mergeSteps combines partial steps into the stored rows
-// (projector.CombineSteps in SQL), in db's transaction. steps must hold
-// one row per (workflow_run_id, attempt, step_id), as projector.FoldSteps
+// (model.CombineSteps in SQL), in db's transaction. steps must hold
+// one row per (workflow_run_id, attempt, step_id), as model.FoldSteps
 // returns them, of events that were never merged before: the merge adds
 // event counts, so merging an event twice counts it twice.
-func (s *Store) mergeSteps(ctx context.Context, db dbsqlc.DBTX, steps []projector.Step) error {
+func (s *Store) mergeSteps(ctx context.Context, db dbsqlc.DBTX, steps []model.Step) error {
 	if len(steps) == 0 {
 		return nil
 	}
@@ -70,7 +70,7 @@ func (s *Store) mergeSteps(ctx context.Context, db dbsqlc.DBTX, steps []projecto
 	return nil
 }
 
-func mergeStepsParams(steps []projector.Step) dbsqlc.MergeStepsParams {
+func mergeStepsParams(steps []model.Step) dbsqlc.MergeStepsParams {
 	n := len(steps)
 	p := dbsqlc.MergeStepsParams{
 		WorkflowRunIds:   make([]string, n),

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -21,12 +21,12 @@ func stepEventJSON(id, typ, run string, ts time.Time, attempt int, step, extra s
 }
 
 // TestMergeStepsMatchesProjectSteps is the property that the SQL combine
-// in MergeSteps is projector.CombineSteps: random event sets (several
+// in MergeSteps is model.CombineSteps: random event sets (several
 // runs, attempts and steps; step events and others; ties on timestamps;
 // event ids whose bytewise order differs from a linguistic one), split
-// into random batches, folded with projector.FoldSteps and merged by three
+// into random batches, folded with model.FoldSteps and merged by three
 // concurrent transactions in random order, leave every workflow_steps row
-// equal to projector.ProjectSteps of all the events, computed from
+// equal to model.ProjectSteps of all the events, computed from
 // scratch, and duration_ms equal to Step.DurationMS. Half the merges go
 // through mergeSteps, half queued in a pgx.Batch (QueueMergeSteps), as a
 // batch transaction would.
@@ -43,7 +43,7 @@ func TestMergeStepsMatchesProjectSteps(t *testing.T) {
 	prefixes := []string{"a", "A", "b", "B", "_", "é", "日", "😀", "\uFFFD"}
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
-	var events []projector.Event
+	var events []model.Event
 	for i := range 600 {
 		run := fmt.Sprintf("run-%d", rng.IntN(8))
 		id := fmt.Sprintf("%s%d", prefixes[rng.IntN(len(prefixes))], i)
@@ -59,26 +59,26 @@ func TestMergeStepsMatchesProjectSteps(t *testing.T) {
 			typ = "step.started" // steps that keep running
 		}
 		at := t0.Add(time.Duration(rng.IntN(4))*time.Second + time.Duration(rng.IntN(3))*time.Microsecond)
-		ev, err := projector.Decode(stepEventJSON(id, typ, run, at, 1+rng.IntN(2), steps[rng.IntN(len(steps))], extra))
+		ev, err := model.Decode(stepEventJSON(id, typ, run, at, 1+rng.IntN(2), steps[rng.IntN(len(steps))], extra))
 		require.NoError(t, err)
 		events = append(events, ev)
 	}
-	want := projector.ProjectSteps(events)
+	want := model.ProjectSteps(events)
 
 	// Random batches, each folded as a batch transaction would.
 	rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
-	var batches [][]projector.Step
+	var batches [][]model.Step
 	for rest := events; len(rest) > 0; {
 		n := min(len(rest), 1+rng.IntN(40))
-		recs := make([]*projector.Record, n)
+		recs := make([]*model.Record, n)
 		for i := range n {
-			recs[i] = &projector.Record{Offset: int64(i), Event: rest[i]}
+			recs[i] = &model.Record{Offset: int64(i), Event: rest[i]}
 		}
-		batches = append(batches, projector.FoldSteps(recs))
+		batches = append(batches, model.FoldSteps(recs))
 		rest = rest[n:]
 	}
 	const workers = 3
-	queues := make([][][]projector.Step, workers)
+	queues := make([][][]model.Step, workers)
 	for _, b := range batches {
 		w := rng.IntN(workers)
 		queues[w] = append(queues[w], b)
@@ -130,20 +130,20 @@ func TestMergeStepsEmptyAndRepeatedMerge(t *testing.T) {
 	st := storetest.New(t)
 	require.NoError(t, st.MergeSteps(ctx, nil, false))
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	decode := func(v []byte) projector.Event {
-		e, err := projector.Decode(v)
+	decode := func(v []byte) model.Event {
+		e, err := model.Decode(v)
 		require.NoError(t, err)
 		return e
 	}
 	e1 := decode(stepEventJSON("e1", "step.started", "r1", t0, 1, "build", ""))
 	e2 := decode(stepEventJSON("e2", "step.failed", "r1", t0.Add(1500*time.Millisecond), 1, "build", `,"data":{"error":"exit 2"}`))
-	for _, e := range []projector.Event{e1, e2} {
-		require.NoError(t, st.MergeSteps(ctx, projector.FoldSteps([]*projector.Record{{Event: e}}), false))
+	for _, e := range []model.Event{e1, e2} {
+		require.NoError(t, st.MergeSteps(ctx, model.FoldSteps([]*model.Record{{Event: e}}), false))
 	}
 	rows, err := st.ListSteps(ctx)
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
-	require.Equal(t, projector.ProjectSteps([]projector.Event{e1, e2})[0], rows[0].Step)
+	require.Equal(t, model.ProjectSteps([]model.Event{e1, e2})[0], rows[0].Step)
 	require.Equal(t, "failed", rows[0].Status)
 	require.Equal(t, "exit 2", rows[0].Error.String)
 	require.Equal(t, int64(1500), rows[0].DurationMS.Int64)

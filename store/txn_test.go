@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -27,30 +27,30 @@ func TestEmptyBatchMovesOffsetBehindFence(t *testing.T) {
 	before := storetest.Snapshot(t, st)
 
 	lease.NextOffset = b.End
-	res, err := st.Apply(ctx, &projector.Batch{Lease: lease, End: 7})
+	res, err := st.Apply(ctx, &model.Batch{Lease: lease, End: 7})
 	require.NoError(t, err)
-	require.Equal(t, projector.Applied{Insert: res.Insert, Took: res.Took, EventTypes: res.EventTypes}, res, "nothing written")
+	require.Equal(t, model.Applied{Insert: res.Insert, Took: res.Took, EventTypes: res.EventTypes}, res, "nothing written")
 	require.Empty(t, res.EventTypes)
 	stored, err := st.StoredOffsets(ctx, group)
 	require.NoError(t, err)
-	require.Equal(t, int64(7), stored[projector.TopicPartition{Topic: topic, Partition: 0}])
+	require.Equal(t, int64(7), stored[model.TopicPartition{Topic: topic, Partition: 0}])
 	after := storetest.Snapshot(t, st)
 	delete(before, "consumer_offsets")
 	delete(after, "consumer_offsets")
 	require.Equal(t, before, after, "no event, run or dead letter changed")
 
 	// The lease still expects offset 1: fenced, nothing moves.
-	_, err = st.Apply(ctx, &projector.Batch{Lease: lease, End: 9})
-	require.ErrorIs(t, err, projector.ErrFenced)
+	_, err = st.Apply(ctx, &model.Batch{Lease: lease, End: 9})
+	require.ErrorIs(t, err, model.ErrFenced)
 	// Another session took the partition: the old lease is fenced.
 	lease.NextOffset = 7
 	_, err = st.Claim(ctx, group, topic, 0, 0, "other")
 	require.NoError(t, err)
-	_, err = st.Apply(ctx, &projector.Batch{Lease: lease, End: 9})
-	require.ErrorIs(t, err, projector.ErrFenced)
+	_, err = st.Apply(ctx, &model.Batch{Lease: lease, End: 9})
+	require.ErrorIs(t, err, model.ErrFenced)
 	stored, err = st.StoredOffsets(ctx, group)
 	require.NoError(t, err)
-	require.Equal(t, int64(7), stored[projector.TopicPartition{Topic: topic, Partition: 0}])
+	require.Equal(t, int64(7), stored[model.TopicPartition{Topic: topic, Partition: 0}])
 }
 
 // TestConsumerLagCountsToLastStableOffset: while a transaction is open the
@@ -74,7 +74,7 @@ func TestConsumerLagCountsToLastStableOffset(t *testing.T) {
 	require.Equal(t, []int64{10, 4, 4}, []int64{hwm, lso, lag})
 
 	// Everything before the open transaction applied: lag 0.
-	_, err := st.Apply(ctx, &projector.Batch{Lease: lease, End: 4})
+	_, err := st.Apply(ctx, &model.Batch{Lease: lease, End: 4})
 	require.NoError(t, err)
 	_, _, lso, lag = read()
 	require.Equal(t, []int64{4, 0}, []int64{lso, lag})

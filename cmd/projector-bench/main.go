@@ -30,8 +30,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 )
 
@@ -87,8 +87,8 @@ func main() {
 }
 
 // workload makes n events of runs of 10 events each, keyed by run.
-func workload(n int, seed string) []projector.Message {
-	msgs := make([]projector.Message, 0, n)
+func workload(n int, seed string) []model.Message {
+	msgs := make([]model.Message, 0, n)
 	t0 := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
 	sources := []string{"github-actions", "airflow", "argo", "jenkins"}
 	flows := []string{"build-and-test", "nightly-etl", "deploy-prod", "lint", "integration"}
@@ -110,27 +110,27 @@ func workload(n int, seed string) []projector.Message {
 			}
 			v := fmt.Appendf(nil, `{"event_id":"%s-%02d","event_type":%q,"source":%q,"workflow_id":%q,"workflow_run_id":%q,"timestamp":%q,"attempt":1%s,"data":%s}`,
 				id, seq, typ, src, wf, id, ts.Add(time.Duration(seq)*1500*time.Millisecond).Format(time.RFC3339Nano), stepField, data)
-			msgs = append(msgs, projector.Message{Key: []byte(id), Value: v})
+			msgs = append(msgs, model.Message{Key: []byte(id), Value: v})
 			seq++
 		}
-		add(projector.TypeRunQueued, "", "")
-		add(projector.TypeRunStarted, "", "")
+		add(model.TypeRunQueued, "", "")
+		add(model.TypeRunStarted, "", "")
 		for _, step := range []string{"checkout", "build", "test"} {
-			add(projector.TypeStepStarted, step, "")
-			add(projector.TypeStepSucceeded, step, "")
+			add(model.TypeStepStarted, step, "")
+			add(model.TypeStepSucceeded, step, "")
 		}
-		add(projector.TypeStepSkipped, "deploy", "")
+		add(model.TypeStepSkipped, "deploy", "")
 		if run%7 == 0 {
-			add(projector.TypeRunFailed, "", `{"error":"exit code 1 in step test"}`)
+			add(model.TypeRunFailed, "", `{"error":"exit code 1 in step test"}`)
 		} else {
-			add(projector.TypeRunSucceeded, "", "")
+			add(model.TypeRunSucceeded, "", "")
 		}
 	}
 	return msgs
 }
 
 // setup creates the database and the broker and produces msgs.
-func setup(ctx context.Context, o options, msgs []projector.Message) (dbURL string, brokers string, closeFn func(), err error) {
+func setup(ctx context.Context, o options, msgs []model.Message) (dbURL string, brokers string, closeFn func(), err error) {
 	if dbURL, err = store.RecreateDatabase(ctx, o.databaseURL, "projector_bench"); err != nil {
 		return "", "", nil, err
 	}
@@ -222,7 +222,7 @@ func backlog(ctx context.Context, o options) error {
 // COPYs, so that a machine that gets busier or quieter meanwhile does not
 // flatter the ratio. Each timed phase starts after a CHECKPOINT, so that
 // none pays for writing out another's dirty pages.
-func backlogOnce(ctx context.Context, o options, msgs []projector.Message) (backlogResult, error) {
+func backlogOnce(ctx context.Context, o options, msgs []model.Message) (backlogResult, error) {
 	var res backlogResult
 	dbURL, brokers, closeBroker, err := setup(ctx, o, msgs)
 	if err != nil {
@@ -377,14 +377,14 @@ func readCPU() cpuSample {
 
 // copyBaseline times COPY of the same events, decoded, into a bare table
 // shaped like workflow_events (no keys, no indexes).
-func copyBaseline(ctx context.Context, conn *pgx.Conn, msgs []projector.Message) (float64, error) {
+func copyBaseline(ctx context.Context, conn *pgx.Conn, msgs []model.Message) (float64, error) {
 	if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS copy_baseline; CREATE TABLE copy_baseline (LIKE workflow_events INCLUDING DEFAULTS); CHECKPOINT`); err != nil {
 		return 0, err
 	}
 	defer func() { _, _ = conn.Exec(ctx, `DROP TABLE copy_baseline`) }()
 	rows := make([][]any, len(msgs))
 	for i, m := range msgs {
-		e, err := projector.Decode(m.Value)
+		e, err := model.Decode(m.Value)
 		if err != nil {
 			return 0, err
 		}
@@ -445,11 +445,11 @@ func steady(ctx context.Context, o options) error {
 		for i := 0; i < total; {
 			<-t.C
 			n := min(perTick, total-i)
-			batch := make([]projector.Message, n)
+			batch := make([]model.Message, n)
 			now := time.Now()
 			for j := range n {
 				id := fmt.Sprintf("s-%09d", i+j)
-				batch[j] = projector.Message{Key: []byte(id), Value: fmt.Appendf(nil,
+				batch[j] = model.Message{Key: []byte(id), Value: fmt.Appendf(nil,
 					`{"event_id":%q,"event_type":"run.queued","source":"bench","workflow_id":"steady","workflow_run_id":%q,"timestamp":%q}`,
 					id, id, now.UTC().Format(time.RFC3339Nano))}
 				sent[i+j] = now

@@ -17,13 +17,14 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/projector-run/projector/cmd/internal/progress"
+	"github.com/projector-run/projector/projector/cli"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/consumer"
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 )
 
@@ -48,7 +49,7 @@ func main() {
 	fs.IntVar(&opts.runs, "runs", 20000, "workflow runs to generate (about 17 messages each)")
 	fs.IntVar(&opts.partitions, "partitions", 8, "partitions of the topic")
 	fs.Uint64Var(&opts.seed, "seed", 1, "seed of the event generator")
-	fs.IntVar(&opts.batchSize, "batch-size", projector.DefaultConfig().BatchSize, "most messages per transaction")
+	fs.IntVar(&opts.batchSize, "batch-size", consumer.DefaultConfig().BatchSize, "most messages per transaction")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -103,7 +104,7 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	fmt.Fprintf(out, "produced  %d messages (%d distinct valid events, %d duplicates, %d malformed) in %s\n",
 		len(wl.Messages), wl.Valid, len(wl.Messages)-wl.Valid-wl.Invalid, wl.Invalid, time.Since(start).Round(time.Millisecond))
 
-	cfg := projector.DefaultConfig()
+	cfg := consumer.DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
 	cfg.Topics = []string{topic}
 	cfg.Group = "projector-demo"
@@ -112,7 +113,7 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
 	log.SetOutput(os.Stderr)
-	w, err := projector.NewWorker(cfg, st, log)
+	w, err := consumer.NewWorker(cfg, st, log)
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	counts := func() string {
 		return fmt.Sprintf("%d events  %d duplicates  %d dead letters", s.Events.Load(), s.Duplicates.Load(), s.DeadLetters.Load())
 	}
-	pr := progress.New(out, "consume", "messages", int64(len(wl.Messages)), func(done, total int64) {
+	pr := cli.NewBar(out, "consume", "messages", int64(len(wl.Messages)), func(done, total int64) {
 		fmt.Fprintf(out, "consume   %d/%d messages  %s  %.0f msg/s\n", done, total, counts(), float64(done)/time.Since(start).Seconds())
 	})
 	for running := true; running; {
@@ -152,14 +153,14 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	return summary(ctx, out, st, wl)
 }
 
-func produce(ctx context.Context, out io.Writer, brokers []string, msgs []projector.Message) error {
+func produce(ctx context.Context, out io.Writer, brokers []string, msgs []model.Message) error {
 	p, err := kafkatest.NewProducer(brokers, topic)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
 	const chunk = 5000
-	pr := progress.New(out, "produce", "messages", int64(len(msgs)), func(done, total int64) {
+	pr := cli.NewBar(out, "produce", "messages", int64(len(msgs)), func(done, total int64) {
 		fmt.Fprintf(out, "produce   %d/%d messages\n", done, total)
 	})
 	for i := 0; i < len(msgs); i += chunk {

@@ -20,7 +20,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // Config describes a workload. Rates are fractions in [0, 1]; a negative
@@ -54,7 +54,7 @@ type Config struct {
 type Workload struct {
 	// Messages in production order. Offset is unset (0); Key is the
 	// workflow_run_id, except for unkeyed messages.
-	Messages []projector.Message
+	Messages []model.Message
 	// Valid is the number of distinct valid events (distinct event_ids).
 	Valid int
 	// Duplicates is the number of valid messages sent a second time (same
@@ -125,7 +125,7 @@ func generate(cfg Config) (Workload, []string) {
 		}
 		g.items = append(g.items, item{
 			emit: orig.emit + delay,
-			msg: projector.Message{
+			msg: model.Message{
 				Key:     g.key(orig.runID),
 				Value:   slices.Clone(orig.msg.Value),
 				Headers: orig.msg.Headers,
@@ -147,7 +147,7 @@ func generate(cfg Config) (Workload, []string) {
 			g.malformed(reason)
 		}
 		for range nTooLarge {
-			g.malformed(projector.ReasonTooLarge)
+			g.malformed(model.ReasonTooLarge)
 		}
 	}
 
@@ -157,7 +157,7 @@ func generate(cfg Config) (Workload, []string) {
 	slices.SortFunc(g.items, func(a, b item) int {
 		return cmp.Or(cmp.Compare(a.emit, b.emit), cmp.Compare(a.seq, b.seq))
 	})
-	w.Messages = make([]projector.Message, len(g.items))
+	w.Messages = make([]model.Message, len(g.items))
 	labels := make([]string, len(g.items))
 	for i, it := range g.items {
 		w.Messages[i] = it.msg
@@ -181,7 +181,7 @@ func rate(r float64) float64 {
 type item struct {
 	emit  int64 // nanoseconds after gen.base: the production order
 	seq   int   // breaks ties in emit: the order of creation
-	msg   projector.Message
+	msg   model.Message
 	label string
 	runID string
 }
@@ -434,7 +434,7 @@ func (g *gen) run(i int, t0 time.Time) {
 		g.lastEmit = max(g.lastEmit, emits[k])
 		g.items = append(g.items, item{
 			emit: emits[k],
-			msg: projector.Message{
+			msg: model.Message{
 				Key:     g.key(r.id),
 				Value:   encode(e.obj),
 				Headers: g.headers(r, e.typ),
@@ -461,7 +461,7 @@ func (g *gen) attempt(r *run, a int, t time.Time, mustEnd bool) ([]pending, time
 	if a > 1 {
 		queued = append(queued, member{"rerun_by", pick(g, actors)})
 	}
-	add(projector.TypeRunQueued, t, "", queued)
+	add(model.TypeRunQueued, t, "", queued)
 
 	const (
 		natural = iota
@@ -489,7 +489,7 @@ func (g *gen) attempt(r *run, a int, t time.Time, mustEnd bool) ([]pending, time
 
 	t = t.Add(500*time.Millisecond + g.expDur(15*time.Second))
 	startedAt := t
-	add(projector.TypeRunStarted, t, "", object{
+	add(model.TypeRunStarted, t, "", object{
 		{"runner", pick(g, runners)},
 		{"runner_id", fmt.Sprintf("runner-%d", 1+g.rng.IntN(64))},
 	})
@@ -507,33 +507,33 @@ func (g *gen) attempt(r *run, a int, t time.Time, mustEnd bool) ([]pending, time
 		t = t.Add(50*time.Millisecond + g.expDur(2*time.Second))
 		if k == stopAt {
 			if g.rng.Float64() < 0.6 {
-				add(projector.TypeStepStarted, t, step, object{{"index", k + 1}})
+				add(model.TypeStepStarted, t, step, object{{"index", k + 1}})
 				t = t.Add(g.expDur(20 * time.Second))
 			}
 			break
 		}
 		if failedStep != "" { // after a failure the rest is skipped
 			if g.rng.Float64() < 0.4 {
-				add(projector.TypeStepStarted, t, step, object{{"index", k + 1}})
+				add(model.TypeStepStarted, t, step, object{{"index", k + 1}})
 				t = t.Add(g.expDur(200 * time.Millisecond))
 			}
-			add(projector.TypeStepSkipped, t, step, object{{"reason", "previous step failed"}})
+			add(model.TypeStepSkipped, t, step, object{{"reason", "previous step failed"}})
 			continue
 		}
 		if k != failAt && g.rng.Float64() < 0.04 { // a condition that is false
 			if g.rng.Float64() < 0.5 {
-				add(projector.TypeStepStarted, t, step, object{{"index", k + 1}})
+				add(model.TypeStepStarted, t, step, object{{"index", k + 1}})
 				t = t.Add(g.expDur(100 * time.Millisecond))
 			}
-			add(projector.TypeStepSkipped, t, step, object{{"reason", "condition evaluated to false"}})
+			add(model.TypeStepSkipped, t, step, object{{"reason", "condition evaluated to false"}})
 			continue
 		}
-		add(projector.TypeStepStarted, t, step, object{{"index", k + 1}})
+		add(model.TypeStepStarted, t, step, object{{"index", k + 1}})
 		d := 200*time.Millisecond + g.expDur(stepMean(step))
 		t = t.Add(d)
 		if k == failAt || (mode == natural && g.rng.Float64() < 0.035) {
 			code := pick(g, []int{1, 1, 1, 2, 124, 137, 255})
-			add(projector.TypeStepFailed, t, step, object{
+			add(model.TypeStepFailed, t, step, object{
 				{"exit_code", code}, {"duration_ms", d.Milliseconds()},
 				{"error", fmt.Sprintf("%s: process exited with code %d", step, code)},
 			})
@@ -544,7 +544,7 @@ func (g *gen) attempt(r *run, a int, t time.Time, mustEnd bool) ([]pending, time
 		if step == "restore-cache" {
 			data = append(data, member{"cache_hit", g.rng.Float64() < 0.7})
 		}
-		add(projector.TypeStepSucceeded, t, step, data)
+		add(model.TypeStepSucceeded, t, step, data)
 		// Now and then an event type this projector does not know.
 		switch x := g.rng.Float64(); {
 		case x < 0.02:
@@ -566,14 +566,14 @@ func (g *gen) attempt(r *run, a int, t time.Time, mustEnd bool) ([]pending, time
 	var data object
 	switch {
 	case mode == cancel:
-		typ = projector.TypeRunCancelled
+		typ = model.TypeRunCancelled
 		data = object{{"reason", pick(g, []string{"cancelled by user", "superseded by a newer run",
 			"timeout: job exceeded 6h0m0s"})}, {"cancelled_by", pick(g, actors)}}
 	case failedStep != "":
-		typ = projector.TypeRunFailed
+		typ = model.TypeRunFailed
 		data = g.failure(failedStep)
 	default:
-		typ = projector.TypeRunSucceeded
+		typ = model.TypeRunSucceeded
 		data = object{{"duration_ms", t.Sub(startedAt).Milliseconds()}, {"artifacts", g.rng.IntN(5)}}
 	}
 	add(typ, t, "", data)
@@ -583,9 +583,9 @@ func (g *gen) attempt(r *run, a int, t time.Time, mustEnd bool) ([]pending, time
 		// A second terminal event: the run was cancelled while it was
 		// failing, or a late status report.
 		t = t.Add(g.expDur(3 * time.Second))
-		second := pick(g, []string{projector.TypeRunCancelled, projector.TypeRunFailed, projector.TypeRunSucceeded})
+		second := pick(g, []string{model.TypeRunCancelled, model.TypeRunFailed, model.TypeRunSucceeded})
 		var d object
-		if second == projector.TypeRunFailed {
+		if second == model.TypeRunFailed {
 			d = g.failure(pick(g, r.steps))
 		}
 		add(second, t, "", d)
@@ -593,7 +593,7 @@ func (g *gen) attempt(r *run, a int, t time.Time, mustEnd bool) ([]pending, time
 		t = t.Add(g.expDur(10 * time.Second))
 		add("run.annotated", t, "", object{{"annotations", g.rng.IntN(4)}, {"summary_url", "https://ci.example.com/summary/" + g.hex(12)}})
 	}
-	ended := typ != projector.TypeRunSucceeded
+	ended := typ != model.TypeRunSucceeded
 	return evs, t, ended
 }
 
@@ -693,17 +693,17 @@ func (g *gen) key(runID string) []byte {
 	return []byte(runID)
 }
 
-func (g *gen) headers(r *run, typ string) []projector.Header {
-	h := func(k, v string) projector.Header { return projector.Header{Key: []byte(k), Value: []byte(v)} }
-	var hs []projector.Header
+func (g *gen) headers(r *run, typ string) []model.Header {
+	h := func(k, v string) model.Header { return model.Header{Key: []byte(k), Value: []byte(v)} }
+	var hs []model.Header
 	switch r.src.name {
 	case "github-actions":
-		hs = []projector.Header{h("content-type", "application/json"), h("x-github-event", "workflow_run")}
+		hs = []model.Header{h("content-type", "application/json"), h("x-github-event", "workflow_run")}
 	case "argo":
-		hs = []projector.Header{h("ce_specversion", "1.0"), h("ce_type", "io.argoproj.workflow."+typ),
+		hs = []model.Header{h("ce_specversion", "1.0"), h("ce_type", "io.argoproj.workflow."+typ),
 			h("ce_source", "argo-events/workflow-controller")}
 	case "gitlab-ci":
-		hs = []projector.Header{h("X-Gitlab-Event", "Pipeline Hook")}
+		hs = []model.Header{h("X-Gitlab-Event", "Pipeline Hook")}
 	}
 	if (r.src.name == "github-actions" || r.src.name == "argo") && g.rng.Float64() < 0.3 {
 		hs = append(hs, h("traceparent", "00-"+g.hex(32)+"-"+g.hex(16)+"-01"))
@@ -718,12 +718,12 @@ var reasonWeights = []struct {
 	reason string
 	weight int
 }{
-	{projector.ReasonInvalidJSON, 30},
-	{projector.ReasonInvalidField, 25},
-	{projector.ReasonMissingField, 20},
-	{projector.ReasonNotObject, 10},
-	{projector.ReasonUnsupportedSchemaVersion, 8},
-	{projector.ReasonUnstorable, 7},
+	{model.ReasonInvalidJSON, 30},
+	{model.ReasonInvalidField, 25},
+	{model.ReasonMissingField, 20},
+	{model.ReasonNotObject, 10},
+	{model.ReasonUnsupportedSchemaVersion, 8},
+	{model.ReasonUnstorable, 7},
 }
 
 // reasonPlan returns n reasons in random order, in proportion to their
@@ -774,20 +774,20 @@ func (g *gen) template(r *run, typ string) (object, time.Time) {
 	step := ""
 	var data object
 	switch {
-	case projector.IsStep(typ):
+	case model.IsStep(typ):
 		step = pick(g, r.steps)
 		data = object{{"index", 1 + g.rng.IntN(len(r.steps))}}
-	case typ == projector.TypeRunFailed:
+	case typ == model.TypeRunFailed:
 		data = g.failure(pick(g, r.steps))
-	case typ == projector.TypeRunQueued:
+	case typ == model.TypeRunQueued:
 		data = object{{"trigger", r.trigger}, {"branch", r.branch}, {"commit", r.commit}, {"actor", r.actor}}
 	}
 	return g.event(r, 1, typ, ts, step, data), ts
 }
 
-var templateTypes = []string{projector.TypeRunQueued, projector.TypeRunStarted, projector.TypeStepStarted,
-	projector.TypeStepStarted, projector.TypeStepSucceeded, projector.TypeStepSucceeded,
-	projector.TypeStepFailed, projector.TypeRunSucceeded, projector.TypeRunFailed}
+var templateTypes = []string{model.TypeRunQueued, model.TypeRunStarted, model.TypeStepStarted,
+	model.TypeStepStarted, model.TypeStepSucceeded, model.TypeStepSucceeded,
+	model.TypeStepFailed, model.TypeRunSucceeded, model.TypeRunFailed}
 
 // malformed adds one message that must become a dead letter with reason.
 func (g *gen) malformed(reason string) {
@@ -795,46 +795,46 @@ func (g *gen) malformed(reason string) {
 	o, ts := g.template(r, pick(g, templateTypes))
 	var v []byte
 	switch reason {
-	case projector.ReasonTooLarge:
+	case model.ReasonTooLarge:
 		v = g.tooLarge(r, ts)
-	case projector.ReasonInvalidJSON:
+	case model.ReasonInvalidJSON:
 		v = g.invalidJSON(o)
-	case projector.ReasonNotObject:
+	case model.ReasonNotObject:
 		v = g.notObject(o)
-	case projector.ReasonMissingField:
+	case model.ReasonMissingField:
 		v = g.missingField(r, o)
-	case projector.ReasonInvalidField:
+	case model.ReasonInvalidField:
 		v = g.invalidField(r, o, ts)
-	case projector.ReasonUnsupportedSchemaVersion:
+	case model.ReasonUnsupportedSchemaVersion:
 		o = o.set("schema_version", pick(g, []int{2, 2, 2, 3}))
 		if g.rng.Float64() < 0.5 {
 			o = o.set("labels", object{{"team", "platform"}, {"cost_center", "cc-42"}})
 		}
 		v = encode(o)
-	case projector.ReasonUnstorable:
+	case model.ReasonUnstorable:
 		v = g.unstorable(o)
 	default:
 		panic("eventgen: unknown reason " + reason)
 	}
 	hs := g.headers(r, o.str("event_type"))
 	if g.rng.Float64() < 0.2 { // a binary header, not valid UTF-8
-		hs = append(hs, projector.Header{Key: []byte("x-checksum"),
+		hs = append(hs, model.Header{Key: []byte("x-checksum"),
 			Value: []byte{0xff, 0x00, byte(g.rng.Uint32()), 0xfe, byte(g.rng.Uint32())}})
 	}
 	g.items = append(g.items, item{
 		emit:  int64(ts.Sub(g.base)) + int64(g.expDur(2*time.Second)),
-		msg:   projector.Message{Key: g.key(r.id), Value: v, Headers: hs},
+		msg:   model.Message{Key: g.key(r.id), Value: v, Headers: hs},
 		label: reason,
 		runID: r.id,
 	})
 }
 
 // tooLarge is a step.failed event with the whole build log in data: valid
-// but just over projector.MaxValueBytes.
+// but just over model.MaxValueBytes.
 func (g *gen) tooLarge(r *run, ts time.Time) []byte {
 	step := pick(g, r.steps)
-	target := projector.MaxValueBytes + 1 + g.rng.IntN(2048)
-	o := g.event(r, 1, projector.TypeStepFailed, ts, step,
+	target := model.MaxValueBytes + 1 + g.rng.IntN(2048)
+	o := g.event(r, 1, model.TypeStepFailed, ts, step,
 		object{{"exit_code", 1}, {"log", ""}})
 	pad := target - len(encode(o))
 	const line = "[INFO] compiling module acme/payments/internal/ledger ... ok | "
@@ -870,7 +870,7 @@ func (g *gen) invalidJSON(o object) []byte {
 	case 6: // Python's json.dumps of a float('nan')
 		return encode(o.set("data", object{{"progress", raw("NaN")}}))
 	case 7: // a duplicate key
-		return encode(append(o, member{"event_type", projector.TypeRunSucceeded}))
+		return encode(append(o, member{"event_type", model.TypeRunSucceeded}))
 	case 8: // a raw newline inside a string
 		return encode(o.set("data", object{{"log", raw("\"build failed:\n\tmain.go:12: undefined: x\"")}}))
 	case 9: // a byte order mark
@@ -917,7 +917,7 @@ func (g *gen) missingField(r *run, o object) []byte {
 	case x < 0.85: // a producer with other field names
 		return encode(o.rename(field, pick(g, renames[field])))
 	default: // a step event without step_id
-		s, _ := g.template(r, pick(g, []string{projector.TypeStepStarted, projector.TypeStepSucceeded}))
+		s, _ := g.template(r, pick(g, []string{model.TypeStepStarted, model.TypeStepSucceeded}))
 		return encode(s.del("step_id"))
 	}
 }
@@ -948,7 +948,7 @@ func (g *gen) invalidField(r *run, o object, ts time.Time) []byte {
 	case 11:
 		return encode(o.set("workflow_run_id", r.id+"-"+strings.Repeat("0123456789", 20)))
 	case 12, 13: // a bad step_id on a step event
-		s, _ := g.template(r, pick(g, []string{projector.TypeStepStarted, projector.TypeStepFailed}))
+		s, _ := g.template(r, pick(g, []string{model.TypeStepStarted, model.TypeStepFailed}))
 		return encode(s.set("step_id", pick(g, []any{3, "", strings.Repeat("step-", 41), object{{"name", "compile"}}})))
 	default: // data that is not an object
 		return encode(o.set("data", pick(g, []any{

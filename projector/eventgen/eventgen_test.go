@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 func defaultConfig(seed uint64, runs int) Config {
@@ -25,9 +25,9 @@ func defaultConfig(seed uint64, runs int) Config {
 }
 
 var allReasons = []string{
-	projector.ReasonTooLarge, projector.ReasonInvalidJSON, projector.ReasonNotObject,
-	projector.ReasonMissingField, projector.ReasonInvalidField,
-	projector.ReasonUnsupportedSchemaVersion, projector.ReasonUnstorable,
+	model.ReasonTooLarge, model.ReasonInvalidJSON, model.ReasonNotObject,
+	model.ReasonMissingField, model.ReasonInvalidField,
+	model.ReasonUnsupportedSchemaVersion, model.ReasonUnstorable,
 }
 
 func TestDeterministic(t *testing.T) {
@@ -43,8 +43,8 @@ func TestDeterministic(t *testing.T) {
 
 // checked is what check found by decoding a workload.
 type checked struct {
-	events   []projector.Event            // the first of each event_id, in order
-	byRun    map[string][]projector.Event // distinct events per run
+	events   []model.Event            // the first of each event_id, in order
+	byRun    map[string][]model.Event // distinct events per run
 	reasons  map[string]int
 	keyed    int // messages whose key is their run id
 	nilKeys  int
@@ -59,14 +59,14 @@ func check(t *testing.T, w Workload, labels []string) checked {
 	require.Len(t, labels, len(w.Messages))
 	require.Len(t, w.Messages, w.Valid+w.Duplicates+w.Invalid)
 
-	c := checked{byRun: map[string][]projector.Event{}, reasons: map[string]int{}}
+	c := checked{byRun: map[string][]model.Event{}, reasons: map[string]int{}}
 	first := map[string][]byte{}
 	for i, m := range w.Messages {
 		require.Zero(t, m.Offset)
 		if len(m.Headers) > 0 {
 			c.headered++
 		}
-		ev, err := projector.Decode(m.Value)
+		ev, err := model.Decode(m.Value)
 		switch labels[i] {
 		case "":
 			require.NoError(t, err, "message %d: %s", i, m.Value)
@@ -82,14 +82,14 @@ func check(t *testing.T, w Workload, labels []string) checked {
 			require.Equal(t, orig, m.Value)
 		default:
 			require.Error(t, err, "message %d should be %s: %s", i, labels[i], m.Value)
-			var de *projector.DecodeError
+			var de *model.DecodeError
 			require.ErrorAs(t, err, &de)
 			require.Equal(t, labels[i], de.Reason, "message %d (%v): %.300s", i, err, m.Value)
-			if de.Reason == projector.ReasonTooLarge {
-				require.Greater(t, len(m.Value), projector.MaxValueBytes)
-				require.Less(t, len(m.Value), projector.MaxValueBytes+4096)
+			if de.Reason == model.ReasonTooLarge {
+				require.Greater(t, len(m.Value), model.MaxValueBytes)
+				require.Less(t, len(m.Value), model.MaxValueBytes+4096)
 			} else {
-				require.LessOrEqual(t, len(m.Value), projector.MaxValueBytes)
+				require.LessOrEqual(t, len(m.Value), model.MaxValueBytes)
 			}
 			c.reasons[de.Reason]++
 		}
@@ -124,7 +124,7 @@ func TestWorkload(t *testing.T) {
 	for _, r := range allReasons {
 		require.Positive(t, w.Reasons[r], "reason %s", r)
 	}
-	require.Equal(t, 1, w.Reasons[projector.ReasonTooLarge])
+	require.Equal(t, 1, w.Reasons[model.ReasonTooLarge])
 
 	// Keys: mostly the run id, some nil, some random.
 	valid := w.Valid + w.Duplicates
@@ -138,7 +138,7 @@ func TestWorkload(t *testing.T) {
 	attempts := map[int32]int{}
 	var withError, outOfOrder, unknown, withSteps int
 	for id, evs := range c.byRun {
-		run := projector.Project(evs)
+		run := model.Project(evs)
 		require.Equal(t, id, run.WorkflowRunID)
 		statuses[run.Status]++
 		attempts[run.Attempt]++
@@ -148,12 +148,12 @@ func TestWorkload(t *testing.T) {
 		if run.StepsSucceeded > 0 {
 			withSteps++
 		}
-		if !slices.IsSortedFunc(evs, func(a, b projector.Event) int { return a.Timestamp.Compare(b.Timestamp) }) {
+		if !slices.IsSortedFunc(evs, func(a, b model.Event) int { return a.Timestamp.Compare(b.Timestamp) }) {
 			outOfOrder++
 		}
 		for _, e := range evs {
-			if !projector.IsStep(e.EventType) && !projector.SignalsRunning(e.EventType) {
-				if _, term := projector.TerminalStatus(e.EventType); !term && e.EventType != projector.TypeRunQueued {
+			if !model.IsStep(e.EventType) && !model.SignalsRunning(e.EventType) {
+				if _, term := model.TerminalStatus(e.EventType); !term && e.EventType != model.TypeRunQueued {
 					unknown++
 				}
 			}
@@ -162,15 +162,15 @@ func TestWorkload(t *testing.T) {
 	t.Logf("messages=%d valid=%d duplicates=%d invalid=%d reasons=%v", len(w.Messages), w.Valid, w.Duplicates, w.Invalid, w.Reasons)
 	t.Logf("statuses=%v attempts=%v errors=%d out-of-order runs=%d unknown-type events=%d",
 		statuses, attempts, withError, outOfOrder, unknown)
-	for _, s := range []string{projector.StatusQueued, projector.StatusRunning, projector.StatusSucceeded,
-		projector.StatusFailed, projector.StatusCancelled} {
+	for _, s := range []string{model.StatusQueued, model.StatusRunning, model.StatusSucceeded,
+		model.StatusFailed, model.StatusCancelled} {
 		require.Positive(t, statuses[s], "status %s", s)
 	}
-	require.Greater(t, statuses[projector.StatusSucceeded], runs/2)
+	require.Greater(t, statuses[model.StatusSucceeded], runs/2)
 	require.Positive(t, attempts[2])
 	require.Positive(t, attempts[3])
 	require.Positive(t, withError)
-	require.Less(t, withError, statuses[projector.StatusFailed], "some failures carry no string error")
+	require.Less(t, withError, statuses[model.StatusFailed], "some failures carry no string error")
 	require.Positive(t, outOfOrder)
 	require.Positive(t, unknown)
 	require.Greater(t, withSteps, runs/2)
@@ -200,15 +200,15 @@ func TestSmallAndClean(t *testing.T) {
 	require.Equal(t, w.Valid, c.keyed)
 	require.Len(t, c.byRun, 50)
 	for id, evs := range c.byRun {
-		require.True(t, slices.IsSortedFunc(evs, func(a, b projector.Event) int { return a.Timestamp.Compare(b.Timestamp) }), id)
-		require.Equal(t, int32(1), projector.Project(evs).Attempt, id)
+		require.True(t, slices.IsSortedFunc(evs, func(a, b model.Event) int { return a.Timestamp.Compare(b.Timestamp) }), id)
+		require.Equal(t, int32(1), model.Project(evs).Attempt, id)
 	}
 
 	// Below 200 runs there is no too_large message, but every other reason
 	// still shows up.
 	w, labels = generate(Config{Seed: 2, Runs: 100, MalformedRate: 0.05})
 	check(t, w, labels)
-	require.Zero(t, w.Reasons[projector.ReasonTooLarge])
+	require.Zero(t, w.Reasons[model.ReasonTooLarge])
 	for _, r := range allReasons[1:] {
 		require.Positive(t, w.Reasons[r], "reason %s", r)
 	}
@@ -216,7 +216,7 @@ func TestSmallAndClean(t *testing.T) {
 	// At 200 runs a tiny rate still gives one too_large message.
 	w, labels = generate(Config{Seed: 3, Runs: 200, MalformedRate: 0.0001})
 	check(t, w, labels)
-	require.Equal(t, 1, w.Reasons[projector.ReasonTooLarge])
+	require.Equal(t, 1, w.Reasons[model.ReasonTooLarge])
 
 	empty := Generate(Config{Seed: 4, MalformedRate: 1, DuplicateRate: 1})
 	require.Empty(t, empty.Messages)

@@ -13,7 +13,7 @@
 // unapplied messages and a topic recreated under the workers.
 //
 // Every scenario ends with the same checks: no event lost, none applied
-// twice (each run row equal to projector.Project of its distinct events),
+// twice (each run row equal to model.Project of its distinct events),
 // every invalid message exactly one dead letter with its exact key, value
 // and headers, every next_offset at its partition's high watermark, and
 // no offset moved by a worker that did not hold that partition's lease

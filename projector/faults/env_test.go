@@ -26,8 +26,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/projector-run/projector/projector"
 	"github.com/projector-run/projector/projector/eventgen"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
@@ -133,7 +133,7 @@ type sentMsg struct {
 	Gen       int
 	Partition int32
 	Offset    int64
-	projector.Message
+	model.Message
 }
 
 // producer produces with a real Kafka client (franz-go, idempotent, so
@@ -173,7 +173,7 @@ func (p *producer) connect() *kgo.Client {
 }
 
 // produce sends msgs in order and records where the broker put them.
-func (p *producer) produce(ctx context.Context, msgs []projector.Message) error {
+func (p *producer) produce(ctx context.Context, msgs []model.Message) error {
 	recs := make([]*kgo.Record, len(msgs))
 	index := make(map[*kgo.Record]int, len(msgs))
 	for i, m := range msgs {
@@ -224,7 +224,7 @@ func (p *producer) messages() []sentMsg {
 // one workload (in parts): workloads of different seeds may reuse an
 // event_id with other bytes, and which of those is applied first is up to
 // timing when they land on different partitions.
-func workload(seed uint64, runs int) []projector.Message {
+func workload(seed uint64, runs int) []model.Message {
 	return eventgen.Generate(eventgen.Config{
 		Seed: seed, Runs: runs, DuplicateRate: 0.05, ShuffleRate: 0.2,
 		MalformedRate: 0.02, RetryRate: 0.1, UnkeyedRate: 0.05,
@@ -314,7 +314,7 @@ CREATE TRIGGER faults_offset_audit AFTER INSERT OR UPDATE ON consumer_offsets
 
 // produceOver produces msgs in the background, in chunks spread evenly
 // over d; the returned function waits for the last chunk.
-func (e *env) produceOver(msgs []projector.Message, d time.Duration) (wait func()) {
+func (e *env) produceOver(msgs []model.Message, d time.Duration) (wait func()) {
 	const tick = 100 * time.Millisecond
 	chunks := max(1, int(d/tick))
 	size := (len(msgs) + chunks - 1) / chunks
@@ -340,7 +340,7 @@ func (e *env) produceOver(msgs []projector.Message, d time.Duration) (wait func(
 	}
 }
 
-func (e *env) produce(msgs []projector.Message) {
+func (e *env) produce(msgs []model.Message) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

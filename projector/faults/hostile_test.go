@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // hostile is a message built to hurt, and the dead-letter reason it must
@@ -20,7 +20,7 @@ import (
 type hostile struct {
 	name   string
 	reason string
-	msg    projector.Message
+	msg    model.Message
 }
 
 // hostileEvent returns a valid event with members replaced or added (raw
@@ -74,14 +74,14 @@ func nested(depth int, inner string) string {
 func hostileMessages(rng *rand.Rand) []hostile {
 	var hs []hostile
 	n := 0
-	add := func(name, reason string, key, value []byte, headers ...projector.Header) {
-		hs = append(hs, hostile{name, reason, projector.Message{Key: key, Value: value, Headers: headers}})
+	add := func(name, reason string, key, value []byte, headers ...model.Header) {
+		hs = append(hs, hostile{name, reason, model.Message{Key: key, Value: value, Headers: headers}})
 	}
 	id := func() string { n++; return fmt.Sprintf("hostile-%04d", n) }
 	ev := func(kv ...string) []byte { return hostileEvent(id(), kv...) }
 	key := []byte("hostile")
 	digits := strings.Repeat("9", 1000)
-	binaryHeader := projector.Header{Key: []byte("x-\xff\x00bin"), Value: []byte{0, 0xff, 0xfe, 0x80, 0x01}}
+	binaryHeader := model.Header{Key: []byte("x-\xff\x00bin"), Value: []byte{0, 0xff, 0xfe, 0x80, 0x01}}
 
 	// too_large, and big: memory must not grow with these.
 	padded := func(size int) []byte {
@@ -89,8 +89,8 @@ func hostileMessages(rng *rand.Rand) []hostile {
 		v = v[:len(v)-2]
 		return append(append(v, strings.Repeat("x", size-len(v)-2)...), '"', '}')
 	}
-	add("1 MiB exactly, valid", "", key, padded(projector.MaxValueBytes))
-	add("1 MiB + 1", projector.ReasonTooLarge, key, padded(projector.MaxValueBytes+1))
+	add("1 MiB exactly, valid", "", key, padded(model.MaxValueBytes))
+	add("1 MiB + 1", model.ReasonTooLarge, key, padded(model.MaxValueBytes+1))
 	random := func(n int) []byte {
 		b := make([]byte, n)
 		for j := range b {
@@ -99,87 +99,87 @@ func hostileMessages(rng *rand.Rand) []hostile {
 		return b
 	}
 	for i := range 10 {
-		add(fmt.Sprintf("2 MiB of random bytes #%d", i), projector.ReasonTooLarge, nil, random(2<<20), binaryHeader)
+		add(fmt.Sprintf("2 MiB of random bytes #%d", i), model.ReasonTooLarge, nil, random(2<<20), binaryHeader)
 	}
 	for i := range 3 {
-		add(fmt.Sprintf("8 MiB of [ #%d", i), projector.ReasonTooLarge, key, []byte(strings.Repeat("[", 8<<20)))
+		add(fmt.Sprintf("8 MiB of [ #%d", i), model.ReasonTooLarge, key, []byte(strings.Repeat("[", 8<<20)))
 	}
 	bigArray := "[" + strings.Repeat("123456789,", 400_000) + "0]"
-	add("4 MiB array in data", projector.ReasonTooLarge, key, ev("data", `{"xs":`+bigArray+`}`))
+	add("4 MiB array in data", model.ReasonTooLarge, key, ev("data", `{"xs":`+bigArray+`}`))
 	add("huge array in data, under 1 MiB", "", key, ev("data", `{"xs":[`+strings.Repeat("1,", 450_000)+`1]}`))
 
 	// invalid_json
-	add("empty value", projector.ReasonInvalidJSON, key, []byte{})
-	add("null value (tombstone)", projector.ReasonInvalidJSON, key, nil)
-	add("empty key and empty value", projector.ReasonInvalidJSON, []byte{}, []byte{})
+	add("empty value", model.ReasonInvalidJSON, key, []byte{})
+	add("null value (tombstone)", model.ReasonInvalidJSON, key, nil)
+	add("empty key and empty value", model.ReasonInvalidJSON, []byte{}, []byte{})
 	full := ev()
-	add("cut short", projector.ReasonInvalidJSON, key, full[:len(full)/2])
-	add("trailing comma", projector.ReasonInvalidJSON, key, append(full[:len(full)-1:len(full)-1], ",}"...))
-	add("byte order mark", projector.ReasonInvalidJSON, key, append([]byte("\xef\xbb\xbf"), ev()...))
-	add("NaN", projector.ReasonInvalidJSON, key, ev("data", `{"p":NaN}`))
-	add("single quotes", projector.ReasonInvalidJSON, key, []byte(strings.ReplaceAll(string(ev()), `"`, `'`)))
-	add("two objects", projector.ReasonInvalidJSON, key, append(append(ev(), '\n'), ev()...))
-	add("raw newline in a string", projector.ReasonInvalidJSON, key, ev("data", "{\"log\":\"a\nb\"}"))
-	add("raw NUL byte in a string", projector.ReasonInvalidJSON, key, ev("data", "{\"log\":\"a\x00b\"}"))
-	add("NUL byte between tokens", projector.ReasonInvalidJSON, key, ev("data", "{\"a\":1,\x00\"b\":2}"))
-	add("invalid UTF-8 in a string", projector.ReasonInvalidJSON, key, ev("source", "\"caf\xe9\""))
-	add("invalid UTF-8 in a key", projector.ReasonInvalidJSON, key, ev("data", "{\"k\xff\":1}"))
-	add("overlong UTF-8", projector.ReasonInvalidJSON, key, ev("data", "{\"k\":\"\xc0\xaf\"}"))
-	add("UTF-8 encoded surrogate", projector.ReasonInvalidJSON, key, ev("data", "{\"k\":\"\xed\xa0\x80\"}"))
-	add("duplicate top-level key", projector.ReasonInvalidJSON, key, ev("event_type", `"run.started","event_type":"run.failed"`))
-	add("duplicate key in data", projector.ReasonInvalidJSON, key, ev("data", `{"a":1,"a":2}`))
-	add("duplicate key after unescaping", projector.ReasonInvalidJSON, key, ev("data", `{"a":1,"\u0061":2}`))
-	add("10,000 levels, unterminated", projector.ReasonInvalidJSON, key, []byte(strings.Repeat(`{"a":`, 10_000)))
-	add("binary garbage", projector.ReasonInvalidJSON, []byte{0xff, 0xfe}, []byte{0x00, 0x01, 0xff, 0x80}, binaryHeader)
+	add("cut short", model.ReasonInvalidJSON, key, full[:len(full)/2])
+	add("trailing comma", model.ReasonInvalidJSON, key, append(full[:len(full)-1:len(full)-1], ",}"...))
+	add("byte order mark", model.ReasonInvalidJSON, key, append([]byte("\xef\xbb\xbf"), ev()...))
+	add("NaN", model.ReasonInvalidJSON, key, ev("data", `{"p":NaN}`))
+	add("single quotes", model.ReasonInvalidJSON, key, []byte(strings.ReplaceAll(string(ev()), `"`, `'`)))
+	add("two objects", model.ReasonInvalidJSON, key, append(append(ev(), '\n'), ev()...))
+	add("raw newline in a string", model.ReasonInvalidJSON, key, ev("data", "{\"log\":\"a\nb\"}"))
+	add("raw NUL byte in a string", model.ReasonInvalidJSON, key, ev("data", "{\"log\":\"a\x00b\"}"))
+	add("NUL byte between tokens", model.ReasonInvalidJSON, key, ev("data", "{\"a\":1,\x00\"b\":2}"))
+	add("invalid UTF-8 in a string", model.ReasonInvalidJSON, key, ev("source", "\"caf\xe9\""))
+	add("invalid UTF-8 in a key", model.ReasonInvalidJSON, key, ev("data", "{\"k\xff\":1}"))
+	add("overlong UTF-8", model.ReasonInvalidJSON, key, ev("data", "{\"k\":\"\xc0\xaf\"}"))
+	add("UTF-8 encoded surrogate", model.ReasonInvalidJSON, key, ev("data", "{\"k\":\"\xed\xa0\x80\"}"))
+	add("duplicate top-level key", model.ReasonInvalidJSON, key, ev("event_type", `"run.started","event_type":"run.failed"`))
+	add("duplicate key in data", model.ReasonInvalidJSON, key, ev("data", `{"a":1,"a":2}`))
+	add("duplicate key after unescaping", model.ReasonInvalidJSON, key, ev("data", `{"a":1,"\u0061":2}`))
+	add("10,000 levels, unterminated", model.ReasonInvalidJSON, key, []byte(strings.Repeat(`{"a":`, 10_000)))
+	add("binary garbage", model.ReasonInvalidJSON, []byte{0xff, 0xfe}, []byte{0x00, 0x01, 0xff, 0x80}, binaryHeader)
 
 	// not_object
-	add("array", projector.ReasonNotObject, key, []byte(`[`+string(ev())+`]`))
-	add("string", projector.ReasonNotObject, key, []byte(`"run.started"`))
-	add("number", projector.ReasonNotObject, key, []byte(digits))
-	add("null", projector.ReasonNotObject, key, []byte(`null`))
-	add("true", projector.ReasonNotObject, key, []byte(`true`))
-	add("10,000 nested arrays", projector.ReasonNotObject, key, []byte(nested(10_000, "1")))
+	add("array", model.ReasonNotObject, key, []byte(`[`+string(ev())+`]`))
+	add("string", model.ReasonNotObject, key, []byte(`"run.started"`))
+	add("number", model.ReasonNotObject, key, []byte(digits))
+	add("null", model.ReasonNotObject, key, []byte(`null`))
+	add("true", model.ReasonNotObject, key, []byte(`true`))
+	add("10,000 nested arrays", model.ReasonNotObject, key, []byte(nested(10_000, "1")))
 
 	// missing_field
 	for _, f := range []string{"event_id", "event_type", "source", "workflow_id", "workflow_run_id", "timestamp"} {
-		add("no "+f, projector.ReasonMissingField, key, ev(f, "-"))
-		add(f+" null", projector.ReasonMissingField, key, ev(f, "null"))
+		add("no "+f, model.ReasonMissingField, key, ev(f, "-"))
+		add(f+" null", model.ReasonMissingField, key, ev(f, "null"))
 	}
-	add("step event without step_id", projector.ReasonMissingField, key, ev("event_type", `"step.failed"`))
+	add("step event without step_id", model.ReasonMissingField, key, ev("event_type", `"step.failed"`))
 
 	// invalid_field
-	add("event_id empty", projector.ReasonInvalidField, key, ev("event_id", `""`))
-	add("event_id 201 bytes", projector.ReasonInvalidField, key, ev("event_id", `"`+strings.Repeat("e", 201)+`"`))
-	add("event_id a number", projector.ReasonInvalidField, key, ev("event_id", "42"))
-	add("event_type 101 bytes", projector.ReasonInvalidField, key, ev("event_type", `"`+strings.Repeat("t", 101)+`"`))
-	add("workflow_run_id an object", projector.ReasonInvalidField, key, ev("workflow_run_id", `{"id":1}`))
+	add("event_id empty", model.ReasonInvalidField, key, ev("event_id", `""`))
+	add("event_id 201 bytes", model.ReasonInvalidField, key, ev("event_id", `"`+strings.Repeat("e", 201)+`"`))
+	add("event_id a number", model.ReasonInvalidField, key, ev("event_id", "42"))
+	add("event_type 101 bytes", model.ReasonInvalidField, key, ev("event_type", `"`+strings.Repeat("t", 101)+`"`))
+	add("workflow_run_id an object", model.ReasonInvalidField, key, ev("workflow_run_id", `{"id":1}`))
 	for _, ts := range []string{`"2026-03-04T05:06:07"`, `"2026-03-04t05:06:07Z"`, `"2026-03-04T24:00:00Z"`,
 		`"2026-12-31T23:59:60Z"`, `"0000-01-01T00:00:00Z"`, `"2026-02-30T00:00:00Z"`, `1772600767`, `"yesterday"`} {
-		add("timestamp "+ts, projector.ReasonInvalidField, key, ev("timestamp", ts))
+		add("timestamp "+ts, model.ReasonInvalidField, key, ev("timestamp", ts))
 	}
 	for _, a := range []string{"0", "1001", `"1"`, "1.0", "1e2", "-1", digits, "true"} {
-		add("attempt "+a[:min(len(a), 12)], projector.ReasonInvalidField, key, ev("attempt", a))
+		add("attempt "+a[:min(len(a), 12)], model.ReasonInvalidField, key, ev("attempt", a))
 	}
-	add("step_id empty", projector.ReasonInvalidField, key, ev("event_type", `"step.started"`, "step_id", `""`))
-	add("step_id a number", projector.ReasonInvalidField, key, ev("event_type", `"step.started"`, "step_id", "3"))
+	add("step_id empty", model.ReasonInvalidField, key, ev("event_type", `"step.started"`, "step_id", `""`))
+	add("step_id a number", model.ReasonInvalidField, key, ev("event_type", `"step.started"`, "step_id", "3"))
 	for _, d := range []string{`[1,2]`, `"{}"`, `42`, `true`} {
-		add("data "+d, projector.ReasonInvalidField, key, ev("data", d))
+		add("data "+d, model.ReasonInvalidField, key, ev("data", d))
 	}
-	add("schema_version a string", projector.ReasonInvalidField, key, ev("schema_version", `"1"`))
-	add("schema_version 1.5", projector.ReasonInvalidField, key, ev("schema_version", `1.5`))
+	add("schema_version a string", model.ReasonInvalidField, key, ev("schema_version", `"1"`))
+	add("schema_version 1.5", model.ReasonInvalidField, key, ev("schema_version", `1.5`))
 
 	// unsupported_schema_version
 	for _, v := range []string{"2", "0", "-1", digits} {
-		add("schema_version "+v[:min(len(v), 12)], projector.ReasonUnsupportedSchemaVersion, key, ev("schema_version", v))
+		add("schema_version "+v[:min(len(v), 12)], model.ReasonUnsupportedSchemaVersion, key, ev("schema_version", v))
 	}
 
 	// unstorable: valid JSON that jsonb refuses.
-	add(`\u0000 in a value`, projector.ReasonUnstorable, key, ev("data", `{"log":"core dumped\u0000"}`))
-	add(`\u0000 in a key`, projector.ReasonUnstorable, key, ev("data", `{"env\u0000PATH":"/bin"}`))
-	add("lone high surrogate", projector.ReasonUnstorable, key, ev("data", `{"s":"\ud800"}`))
-	add("lone low surrogate", projector.ReasonUnstorable, key, ev("data", `{"s":"\udc00x"}`))
-	add("exponent beyond numeric", projector.ReasonUnstorable, key, ev("data", `{"n":1e1000000000}`))
-	add("data nested 10,000 levels", projector.ReasonUnstorable, key, ev("data", `{"deep":`+nested(10_000, "0")+`}`))
+	add(`\u0000 in a value`, model.ReasonUnstorable, key, ev("data", `{"log":"core dumped\u0000"}`))
+	add(`\u0000 in a key`, model.ReasonUnstorable, key, ev("data", `{"env\u0000PATH":"/bin"}`))
+	add("lone high surrogate", model.ReasonUnstorable, key, ev("data", `{"s":"\ud800"}`))
+	add("lone low surrogate", model.ReasonUnstorable, key, ev("data", `{"s":"\udc00x"}`))
+	add("exponent beyond numeric", model.ReasonUnstorable, key, ev("data", `{"n":1e1000000000}`))
+	add("data nested 10,000 levels", model.ReasonUnstorable, key, ev("data", `{"deep":`+nested(10_000, "0")+`}`))
 
 	// Valid, however odd.
 	add("1,000-digit number in data", "", key, ev("data", `{"n":`+digits+`,"m":-0.`+digits+`e-5}`))
@@ -190,7 +190,7 @@ func hostileMessages(rng *rand.Rand) []hostile {
 	add("run.failed with an error", "", key, ev("event_type", `"run.failed"`, "data", `{"error":"exit 1 \u00e9"}`))
 	add("empty key", "", []byte{}, ev())
 	add("null key", "", nil, ev())
-	add("binary headers", "", key, ev(), binaryHeader, projector.Header{Key: []byte(""), Value: nil})
+	add("binary headers", "", key, ev(), binaryHeader, model.Header{Key: []byte(""), Value: nil})
 	add("attempt 1000 and schema_version 1", "", key, ev("attempt", "1000", "schema_version", "1"))
 	// One event_id twice with other bytes, in one partition (one key):
 	// the first one applied wins.
@@ -208,7 +208,7 @@ func burst(rng *rand.Rand) []hostile {
 		for j := range v {
 			v[j] = byte(rng.Uint32())
 		}
-		hs = append(hs, hostile{fmt.Sprintf("burst #%d", i), projector.ReasonInvalidJSON, projector.Message{Key: []byte("burst"), Value: v}})
+		hs = append(hs, hostile{fmt.Sprintf("burst #%d", i), model.ReasonInvalidJSON, model.Message{Key: []byte("burst"), Value: v}})
 	}
 	return hs
 }
@@ -228,8 +228,8 @@ func TestHostileInput(t *testing.T) {
 	hs := hostileMessages(rng)
 	total := 0
 	for _, h := range hs {
-		_, err := projector.Decode(h.msg.Value)
-		var de *projector.DecodeError
+		_, err := model.Decode(h.msg.Value)
+		var de *model.DecodeError
 		got := ""
 		if errors.As(err, &de) {
 			got = de.Reason
@@ -242,7 +242,7 @@ func TestHostileInput(t *testing.T) {
 	msgs := workload(6, 800)
 	for _, h := range hs {
 		i := rng.IntN(len(msgs) + 1)
-		msgs = append(msgs[:i], append([]projector.Message{h.msg}, msgs[i:]...)...)
+		msgs = append(msgs[:i], append([]model.Message{h.msg}, msgs[i:]...)...)
 	}
 	bursts := burst(rng)
 	for _, h := range bursts {
@@ -271,7 +271,7 @@ func TestHostileInput(t *testing.T) {
 
 // maxWorkerKiB bounds a worker's peak RSS under hostile input. Live data:
 // sarama buffers up to 256 messages per partition (64 MiB of the burst's),
-// a batch holds at most projector.MaxBatchBytes and the driver encodes a
+// a batch holds at most model.MaxBatchBytes and the driver encodes a
 // copy of it; the Go runtime lets the heap grow to twice that between
 // collections. Measured: about 330 MiB; 660 MiB when a batch was capped by
 // count only and held a third of the burst.

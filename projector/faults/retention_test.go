@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // isIncidentLog matches the worker's error line about a stored offset
@@ -61,7 +61,7 @@ func TestRetentionDeletesUnappliedMessages(t *testing.T) {
 	var lost []lostRange
 	var gap int64
 	for _, in := range incidents {
-		require.Equal(t, projector.IncidentOffsetOutOfRange, in.Kind)
+		require.Equal(t, model.IncidentOffsetOutOfRange, in.Kind)
 		require.Equal(t, deleted[in.Partition], in.Actual, "the stored offset moved to the new log start")
 		require.GreaterOrEqual(t, in.Expected, next[in.Partition], "from where the worker stood")
 		require.Less(t, in.Expected, in.Actual)
@@ -105,7 +105,7 @@ func TestTopicRecreatedUnderWorker(t *testing.T) {
 	incidents := e.incidents()
 	require.Len(t, incidents, 4, "one incident per partition: %+v", incidents)
 	for _, in := range incidents {
-		require.Equal(t, projector.IncidentOffsetOutOfRange, in.Kind)
+		require.Equal(t, model.IncidentOffsetOutOfRange, in.Kind)
 		require.Equal(t, old[in.Partition], in.Expected)
 		require.Zero(t, in.Actual)
 		require.Contains(t, in.Detail, "recreated")

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // TestSIGKILLStormTransactional is TestSIGKILLStorm with an exactly-once
@@ -47,7 +47,7 @@ func TestSIGKILLStormTransactional(t *testing.T) {
 // recorded as sent (verify expects them); aborted ones are not. The
 // returned function waits for the last transaction and returns the number
 // of transactions, aborted transactions and aborted messages.
-func (e *env) produceTxnOver(msgs []projector.Message, d time.Duration, codec kgo.CompressionCodec) (wait func() (txns, abortedTxns, aborted int)) {
+func (e *env) produceTxnOver(msgs []model.Message, d time.Duration, codec kgo.CompressionCodec) (wait func() (txns, abortedTxns, aborted int)) {
 	const tick = 100 * time.Millisecond
 	chunks := max(1, int(d/tick))
 	size := (len(msgs) + chunks - 1) / chunks
@@ -106,13 +106,13 @@ func (e *env) produceTxnOver(msgs []projector.Message, d time.Duration, codec kg
 // (through the plain producer) between them, and commits or aborts it.
 // When it commits, the transaction's messages are recorded as sent where
 // the broker put them. It returns how many messages the transaction held.
-func (e *env) produceTxn(ctx context.Context, cl *kgo.Client, inTxn, plain []projector.Message, commit bool) (int, error) {
+func (e *env) produceTxn(ctx context.Context, cl *kgo.Client, inTxn, plain []model.Message, commit bool) (int, error) {
 	if err := cl.BeginTransaction(); err != nil {
 		return 0, fmt.Errorf("begin transaction: %w", err)
 	}
 	var sent []sentMsg
 	half := len(inTxn) / 2
-	for i, part := range [][]projector.Message{inTxn[:half], inTxn[half:]} {
+	for i, part := range [][]model.Message{inTxn[:half], inTxn[half:]} {
 		recs := make([]*kgo.Record, len(part))
 		index := make(map[*kgo.Record]int, len(part))
 		for j, m := range part {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // lostRange is a range of offsets of one partition that a worker reported
@@ -72,8 +72,8 @@ type verifyOptions struct {
 }
 
 // verify compares the tables with the projection computed independently
-// from every produced message (decoded with projector.Decode, deduplicated
-// by event_id, projected with projector.Project per run): every distinct
+// from every produced message (decoded with model.Decode, deduplicated
+// by event_id, projected with model.Project per run): every distinct
 // valid event stored once with its payload, every run equal to its
 // projection field by field, every invalid message exactly one dead letter
 // with its exact key, value, headers and reason, every next_offset at its
@@ -97,7 +97,7 @@ func (e *env) verify(name string, opts verifyOptions, extra string) verdict {
 	// What the produced messages say.
 	type copyOf struct {
 		m  sentMsg
-		ev projector.Event
+		ev model.Event
 	}
 	copies := map[string][]copyOf{}
 	// The dead letters of the topic's latest incarnation are in
@@ -113,9 +113,9 @@ func (e *env) verify(name string, opts verifyOptions, extra string) verdict {
 		if isLost(m) {
 			continue
 		}
-		ev, err := projector.Decode(m.Value)
+		ev, err := model.Decode(m.Value)
 		if err != nil {
-			var de *projector.DecodeError
+			var de *model.DecodeError
 			require.True(t, errors.As(err, &de), "Decode returns *DecodeError")
 			p := position{m.Partition, m.Offset}
 			if m.Gen == gen {
@@ -128,9 +128,9 @@ func (e *env) verify(name string, opts verifyOptions, extra string) verdict {
 		}
 		copies[ev.EventID] = append(copies[ev.EventID], copyOf{m, ev})
 	}
-	want := map[string]projector.Event{}
+	want := map[string]model.Event{}
 	allowed := map[string]map[position]bool{}
-	byRun := map[string][]projector.Event{}
+	byRun := map[string][]model.Event{}
 	for id, cs := range copies {
 		v.Duplicates += len(cs) - 1
 		first := cs[0]
@@ -199,7 +199,7 @@ WHERE e.payload IS DISTINCT FROM u.p::jsonb`, ids, payloads).Scan(&differ))
 	// workflow_runs: each equal to the projection of its distinct events.
 	runs, err := e.st.ListRuns(ctx)
 	require.NoError(t, err)
-	got := make(map[string]projector.Run, len(runs))
+	got := make(map[string]model.Run, len(runs))
 	for _, r := range runs {
 		got[r.WorkflowRunID] = r.Run
 		if _, ok := byRun[r.WorkflowRunID]; !ok {
@@ -208,7 +208,7 @@ WHERE e.payload IS DISTINCT FROM u.p::jsonb`, ids, payloads).Scan(&differ))
 		}
 	}
 	for id, evs := range byRun {
-		w := projector.Project(evs)
+		w := model.Project(evs)
 		g, ok := got[id]
 		switch {
 		case !ok:
@@ -324,9 +324,9 @@ func deadLetterDiff(m sentMsg, wantReason string, key, value []byte, headers, re
 		diffs = append(diffs, fmt.Sprintf("value of %d bytes (nil %v), sent %d bytes (nil %v)", len(value), value == nil, len(m.Value), m.Value == nil))
 	}
 	var gotH, wantH any
-	if json.Unmarshal([]byte(headers), &gotH) != nil || json.Unmarshal(projector.HeadersJSON(m.Headers), &wantH) != nil ||
+	if json.Unmarshal([]byte(headers), &gotH) != nil || json.Unmarshal(model.HeadersJSON(m.Headers), &wantH) != nil ||
 		!reflect.DeepEqual(gotH, wantH) {
-		diffs = append(diffs, fmt.Sprintf("headers %s, sent %s", headers, projector.HeadersJSON(m.Headers)))
+		diffs = append(diffs, fmt.Sprintf("headers %s, sent %s", headers, model.HeadersJSON(m.Headers)))
 	}
 	if reason != wantReason {
 		diffs = append(diffs, fmt.Sprintf("reason %s, want %s", reason, wantReason))
@@ -403,7 +403,7 @@ func (e *env) incidents() []incident {
 func (e *env) expectedValid() int {
 	ids := map[string]bool{}
 	for _, m := range e.prod.messages() {
-		if ev, err := projector.Decode(m.Value); err == nil {
+		if ev, err := model.Decode(m.Value); err == nil {
 			ids[ev.EventID] = true
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // Start starts a one-broker cluster with the topic created with the given
@@ -60,12 +60,12 @@ func NewProducer(brokers []string, topic string) (*Producer, error) {
 }
 
 // Produce sends msgs in order and returns once all are acknowledged.
-func (p *Producer) Produce(ctx context.Context, msgs []projector.Message) error {
+func (p *Producer) Produce(ctx context.Context, msgs []model.Message) error {
 	return p.produce(ctx, msgs, time.Time{})
 }
 
 // produce stamps the records at at, or when they are sent if at is zero.
-func (p *Producer) produce(ctx context.Context, msgs []projector.Message, at time.Time) error {
+func (p *Producer) produce(ctx context.Context, msgs []model.Message, at time.Time) error {
 	recs := make([]*kgo.Record, len(msgs))
 	for i, m := range msgs {
 		r := &kgo.Record{Key: m.Key, Value: m.Value, Timestamp: at}
@@ -84,14 +84,14 @@ func (p *Producer) produce(ctx context.Context, msgs []projector.Message, at tim
 func (p *Producer) Close() { p.cl.Close() }
 
 // Produce sends msgs to the cluster's topic, failing the test on error.
-func Produce(t testing.TB, c *kfake.Cluster, topic string, msgs []projector.Message) {
+func Produce(t testing.TB, c *kfake.Cluster, topic string, msgs []model.Message) {
 	t.Helper()
 	ProduceAt(t, c, topic, msgs, time.Time{})
 }
 
 // ProduceAt is Produce with every message's timestamp at (when they are
 // sent if at is zero), to the millisecond as Kafka keeps it.
-func ProduceAt(t testing.TB, c *kfake.Cluster, topic string, msgs []projector.Message, at time.Time) {
+func ProduceAt(t testing.TB, c *kfake.Cluster, topic string, msgs []model.Message, at time.Time) {
 	t.Helper()
 	p, err := NewProducer(c.ListenAddrs(), topic)
 	if err != nil {
@@ -164,7 +164,7 @@ func (p *TxnProducer) Begin() error {
 
 // Produce sends msgs in the open transaction and returns once all are
 // acknowledged (written to the log, not yet committed).
-func (p *TxnProducer) Produce(ctx context.Context, msgs []projector.Message) error {
+func (p *TxnProducer) Produce(ctx context.Context, msgs []model.Message) error {
 	recs := make([]*kgo.Record, len(msgs))
 	for i, m := range msgs {
 		r := &kgo.Record{Key: m.Key, Value: m.Value}
@@ -215,9 +215,9 @@ type TxnMix struct {
 	// Committed are the messages a read-committed consumer reads: those
 	// of committed transactions and of the plain producer, in the order
 	// they were produced.
-	Committed []projector.Message
+	Committed []model.Message
 	// Aborted are the messages of aborted transactions.
-	Aborted []projector.Message
+	Aborted []model.Message
 	// Transactions and AbortedTransactions count the transactions.
 	Transactions, AbortedTransactions int
 }
@@ -229,7 +229,7 @@ type TxnMix struct {
 // committed and aborted transactional ones, and the last thing on each
 // partition a transaction wrote to is a marker. Both producers use codec.
 func ProduceTxnMix(ctx context.Context, brokers []string, topic, txnID string, codec kgo.CompressionCodec,
-	msgs []projector.Message, txnSize, plainSize int) (TxnMix, error) {
+	msgs []model.Message, txnSize, plainSize int) (TxnMix, error) {
 	var mix TxnMix
 	txn, err := NewTxnProducer(brokers, topic, txnID, codec)
 	if err != nil {
@@ -241,7 +241,7 @@ func ProduceTxnMix(ctx context.Context, brokers []string, topic, txnID string, c
 		return mix, err
 	}
 	defer plain.Close()
-	take := func(n int) []projector.Message {
+	take := func(n int) []model.Message {
 		n = min(n, len(msgs))
 		out := msgs[:n]
 		msgs = msgs[n:]
@@ -256,7 +256,7 @@ func ProduceTxnMix(ctx context.Context, brokers []string, topic, txnID string, c
 		if err := txn.Begin(); err != nil {
 			return mix, err
 		}
-		var in []projector.Message
+		var in []model.Message
 		for half := range 2 {
 			part := take(txnSize/2 + half*(txnSize%2))
 			if err := txn.Produce(ctx, part); err != nil {

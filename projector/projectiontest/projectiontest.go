@@ -2,6 +2,13 @@
 // against the public projection API, and the tables they must end with,
 // computed from the produced events: the tests run them through every
 // path that applies, forgets or re-applies events, and compare.
+//
+// The public API's projector.Projection, projector.DB and projector.Event
+// are aliases of store.Projection, store.DB and model.Event; this package
+// names the originals because package projector imports the command line
+// (projector/cli), whose own tests use these projections: importing
+// projector here would be an import cycle. projector's tests check that
+// these projections are projector.Projections.
 package projectiontest
 
 import (
@@ -12,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/projector-run/projector/projector"
+	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
 )
 
@@ -35,7 +42,7 @@ func (c Counts) Setup(ctx context.Context, db store.DB) error {
 }
 
 // Apply implements store.Projection: one upsert adds the batch's counts.
-func (c Counts) Apply(ctx context.Context, db store.DB, events []projector.Event) error {
+func (c Counts) Apply(ctx context.Context, db store.DB, events []model.Event) error {
 	type key struct{ source, typ string }
 	n := map[key]int64{}
 	for _, e := range events {
@@ -92,7 +99,7 @@ func (p PerRun) Setup(ctx context.Context, db store.DB) error {
 
 // Apply implements store.Projection: a merge of counts and bounds, so that
 // a run's events may come in any order and in any batches.
-func (p PerRun) Apply(ctx context.Context, db store.DB, events []projector.Event) error {
+func (p PerRun) Apply(ctx context.Context, db store.DB, events []model.Event) error {
 	type agg struct {
 		n           int64
 		first, last time.Time
@@ -168,7 +175,7 @@ func lines(ctx context.Context, db store.DB, q string) ([]string, error) {
 
 // Want returns the lines Tables must return for the distinct events:
 // computed here, from scratch, without SQL.
-func Want(events []projector.Event) []string {
+func Want(events []model.Event) []string {
 	counts := map[string]int64{}
 	type agg struct {
 		n           int64

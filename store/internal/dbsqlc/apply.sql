@@ -33,7 +33,7 @@ RETURNING event_id;
 
 -- name: MergeRuns :exec
 -- Combines each run's stored row with the projection of the batch's new
--- events for that run: projector.Combine in SQL, field by field. Every
+-- events for that run: model.Combine in SQL, field by field. Every
 -- expression on the right reads the row as stored before this statement.
 INSERT INTO workflow_runs AS r (
     workflow_run_id, workflow_id, source, attempt, status, queued_at,

@@ -438,7 +438,7 @@ type MergeRunsParams struct {
 }
 
 // Combines each run's stored row with the projection of the batch's new
-// events for that run: projector.Combine in SQL, field by field. Every
+// events for that run: model.Combine in SQL, field by field. Every
 // expression on the right reads the row as stored before this statement.
 func (q *Queries) MergeRuns(ctx context.Context, db DBTX, arg MergeRunsParams) error {
 	_, err := db.Exec(ctx, mergeRuns,

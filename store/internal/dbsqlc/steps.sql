@@ -1,6 +1,6 @@
 -- name: MergeSteps :exec
 -- Combines each step's stored row with the projection of a batch's new
--- events for that step: projector.CombineSteps in SQL, field by field.
+-- events for that step: model.CombineSteps in SQL, field by field.
 -- Every expression on the right reads the row as stored before this
 -- statement. Event ids compare bytewise (COLLATE "C"), as in Go. Rows are
 -- written in key order, so that concurrent batches lock them in the same

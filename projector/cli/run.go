@@ -1,0 +1,242 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/projector-run/projector/projector/consumer"
+	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/retrypolicy"
+	"github.com/projector-run/projector/store"
+)
+
+func (a *app) runCommand() *cli.Command {
+	def := consumer.DefaultConfig()
+	return &cli.Command{
+		Name:  "run",
+		Usage: "consume the topics and apply every event exactly once, until SIGINT or SIGTERM",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "until-caught-up", Usage: "exit 0 once every partition's stored offset reaches its high watermark", Sources: cli.EnvVars("UNTIL_CAUGHT_UP")},
+			&cli.IntFlag{Name: "batch-size", Value: def.BatchSize, Usage: "most messages of one partition applied in one transaction", Sources: cli.EnvVars("BATCH_SIZE")},
+			&cli.DurationFlag{Name: "batch-wait", Value: def.BatchWait, Usage: "how long a partition's batch waits for more messages before it is applied", Sources: cli.EnvVars("BATCH_WAIT")},
+			&cli.StringFlag{Name: "kafka-version", Value: def.KafkaVersion, Usage: "Kafka protocol version to speak", Sources: cli.EnvVars("KAFKA_VERSION")},
+			&cli.StringFlag{Name: "cpu-profile", Usage: "write a pprof CPU profile of the run to this file", Sources: cli.EnvVars("CPU_PROFILE")},
+			&cli.IntFlag{Name: "parallelism", Value: store.DefaultParallelism, Usage: "most batch transactions in flight at once, across partitions, each on a connection of its own", Sources: cli.EnvVars("PARALLELISM")},
+			&cli.IntFlag{Name: "db-max-conns", Usage: "PostgreSQL connections in all: the batches' and a few for lease checks and lag (0: --parallelism + 4)", Sources: cli.EnvVars("DB_MAX_CONNS")},
+			&cli.StringFlag{Name: "http-addr", Usage: "serve /metrics, /healthz and /readyz on this host:port (like :8080); empty: no HTTP server", Sources: cli.EnvVars("HTTP_ADDR")},
+			&cli.StringFlag{Name: "group-instance-id", Usage: "a stable ID of this worker (e.g. the pod name) to be a static group member: a restart takes its partitions back without rebalancing the others (Kafka 2.3+)", Sources: cli.EnvVars("KAFKA_GROUP_INSTANCE_ID")},
+			&cli.BoolFlag{Name: "mirror-offsets", Usage: "also commit each stored offset to Kafka after the database commit, for lag tools (never used to position)", Sources: cli.EnvVars("MIRROR_OFFSETS")},
+		},
+		Action: a.run,
+	}
+}
+
+func (a *app) run(ctx context.Context, cmd *cli.Command) error {
+	if cmd.Args().Len() > 0 {
+		return usagef("unexpected argument %q", cmd.Args().First())
+	}
+	cfg := consumer.DefaultConfig()
+	cfg.Brokers = splitList(cmd.String("brokers"))
+	cfg.Topics = splitList(cmd.String("topics"))
+	cfg.Group = cmd.String("group")
+	cfg.KafkaVersion = cmd.String("kafka-version")
+	cfg.BatchSize = cmd.Int("batch-size")
+	cfg.BatchWait = cmd.Duration("batch-wait")
+	cfg.UntilCaughtUp = cmd.Bool("until-caught-up")
+	cfg.MirrorOffsets = cmd.Bool("mirror-offsets")
+	cfg.InstanceID = cmd.String("group-instance-id")
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	par, maxConns, err := connections(cmd.Int("parallelism"), cmd.Int("db-max-conns"), cmd.IsSet("parallelism"))
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	st, err := a.openStore(ctx, cmd, store.Config{MaxConns: int32(maxConns), Parallelism: par})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	a.log.WithFields(logrus.Fields{
+		"database": store.RedactURL(cmd.String("database-url")), "brokers": cfg.Brokers,
+		"topics": cfg.Topics, "group": cfg.Group,
+	}).Info("starting")
+
+	// The HTTP endpoint serves from the start, also while PostgreSQL is
+	// awaited, and stops when the worker does.
+	var ln net.Listener
+	if addr := cmd.String("http-addr"); addr != "" {
+		if ln, err = listenHTTP(addr); err != nil {
+			return err
+		}
+		defer ln.Close()
+	}
+	metrics := consumer.NewMetrics()
+	cfg.Observer = metrics
+	w, err := consumer.NewWorker(cfg, st, a.log)
+	if err != nil {
+		return usageError{err}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	serveCtx, stopServing := context.WithCancel(gctx)
+	defer stopServing()
+	if ln != nil {
+		probe, err := a.openStore(ctx, cmd, store.Config{MaxConns: 1})
+		if err != nil {
+			return err
+		}
+		defer probe.Close()
+		h := newHTTPHandler(newRegistry(metrics), []readyCheck{
+			databaseCheck(probe),
+			kafkaCheck(cfg),
+			workerCheck(w, readyRetryLimit),
+		})
+		g.Go(func() error { return serveHTTP(serveCtx, ln, h, a.log) })
+	}
+	g.Go(func() error {
+		defer stopServing()
+		return a.runWorker(gctx, cmd, st, w, metrics)
+	})
+	return g.Wait()
+}
+
+// runWorker waits for the database, then runs the worker until ctx ends (or
+// it has caught up, with --until-caught-up) and logs what it did.
+func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *consumer.Worker, m *consumer.Metrics) error {
+	if err := a.checkSchema(ctx, st); err != nil || ctx.Err() != nil {
+		return err
+	}
+	if err := a.setupProjections(ctx, st); err != nil {
+		return err
+	}
+	if err := a.buildProjections(ctx, st); err != nil || ctx.Err() != nil {
+		return err
+	}
+	if path := cmd.String("cpu-profile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return usagef("--cpu-profile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	err := w.Run(ctx)
+	if errors.Is(err, model.ErrProjectionNotLoaded) {
+		err = usageError{err}
+	}
+	s := w.Stats()
+	a.log.WithFields(logrus.Fields{
+		"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
+		"messages": s.Messages.Load(), "elapsed": time.Since(start).Round(time.Millisecond).String(),
+		"batches": s.Batches.Load(), "copied_batches": s.CopiedBatches.Load(), "copy_conflicts": s.CopyConflicts.Load(),
+		"batch_p50_ms": ms(m.BatchQuantile(0.5)), "batch_p99_ms": ms(m.BatchQuantile(0.99)),
+	}).Info("stopped")
+	return err
+}
+
+// checkSchema waits for PostgreSQL (retrying, it may be starting) and
+// fails when the database lacks this binary's migrations.
+func (a *app) checkSchema(ctx context.Context, st *store.Store) error {
+	m, err := st.NewMigrator()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	_, err = backoff.Retry(ctx, func() (struct{}, error) {
+		err := m.CheckCurrent(ctx)
+		if store.IsNotMigrated(err) {
+			return struct{}{}, backoff.Permanent(usageError{err})
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(retrypolicy.NewBackOff(200*time.Millisecond, 10*time.Second)), backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			a.log.WithError(err).WithField("retry_in", next.Round(time.Millisecond).String()).Warn("database not reachable; retrying")
+		}))
+	if ctx.Err() != nil {
+		return nil // stopped (SIGINT, SIGTERM) while checking: exit 0
+	}
+	return err
+}
+
+// sideConns are the connections beside the batch transactions: idle
+// claims' lease checks, high watermarks, the caught-up check.
+const sideConns = 4
+
+// connections reads --parallelism and --db-max-conns. Either one set
+// alone sizes the other: the pool is the batches' connections plus
+// sideConns, and a pool given alone leaves one connection beside the
+// batches (a pool of one serializes everything, and still works).
+func connections(par, maxConns int, parSet bool) (int, int, error) {
+	if par < 1 || par > 256 {
+		return 0, 0, usagef("--parallelism: must be from 1 to 256, got %d", par)
+	}
+	if maxConns < 0 || maxConns > 1000 {
+		return 0, 0, usagef("--db-max-conns: must be from 1 to 1000 (0: --parallelism + %d), got %d", sideConns, maxConns)
+	}
+	switch {
+	case maxConns == 0:
+		maxConns = par + sideConns
+	case !parSet:
+		par = max(1, min(par, maxConns-1))
+	case par > maxConns:
+		return 0, 0, usagef("--db-max-conns (%d) must be at least --parallelism (%d): each batch in flight needs a connection", maxConns, par)
+	}
+	return par, maxConns, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// buildProjections refuses to go on when the database has a projection
+// this process lacks (exit code 2), and builds from the stored events
+// each loaded projection that is new to the database, with its progress
+// shown, before the worker applies any batch.
+func (a *app) buildProjections(ctx context.Context, st *store.Store) error {
+	if err := st.CheckProjections(ctx); err != nil {
+		if errors.Is(err, model.ErrProjectionNotLoaded) {
+			return usageError{err}
+		}
+		return err
+	}
+	bars := map[string]*Bar{}
+	built, err := st.BuildProjections(ctx, func(name string, done, total int64) {
+		bar := bars[name]
+		if bar == nil {
+			bar = NewBar(a.log.Out, "build "+name, "events", total, func(done, total int64) {
+				a.log.WithFields(logrus.Fields{"projection": name, "events": done, "total": total,
+					"percent": fmt.Sprintf("%.0f", 100*float64(done)/float64(max(total, 1)))}).Info("building projection from the stored events")
+			})
+			bars[name] = bar
+		}
+		bar.Set(done, total)
+	})
+	for _, bar := range bars {
+		bar.Finish()
+	}
+	for _, name := range built {
+		a.log.WithField("projection", name).Info("projection built from the stored events; batches keep it from here on")
+	}
+	if pe := (*model.ProjectionError)(nil); errors.As(err, &pe) && ctx.Err() == nil {
+		return usageError{err}
+	}
+	return err
+}
