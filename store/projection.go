@@ -88,6 +88,12 @@ func (s *Store) Projections() []Projection { return slices.Clone(s.projections) 
 // before a batch applies it.
 func (s *Store) SetupProjections(ctx context.Context) error {
 	return s.withTx(ctx, func(tx pgx.Tx) error {
+		// Workers that start together would create the same tables at
+		// once, and PostgreSQL's CREATE ... IF NOT EXISTS is not safe
+		// against that: one setup at a time.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('projector setup'))"); err != nil {
+			return fmt.Errorf("wait for other setups: %w", err)
+		}
 		for _, p := range s.projections {
 			if err := p.Setup(ctx, txDB{tx}); err != nil {
 				return &model.ProjectionError{Projection: p.Name(), Op: "setup", Err: err}

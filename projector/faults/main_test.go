@@ -11,9 +11,10 @@ import (
 )
 
 // projectorBin is the projector binary under test, built once by TestMain
-// from this checkout, without the race detector: it is the binary users
-// run, and its memory is measured (the in-process tests already run the
-// worker under -race).
+// from this checkout, without the race detector: a user's binary, the
+// whole command line with two projections of a user's kind (projectorbin),
+// whose memory is measured (the in-process tests already run the worker
+// under -race).
 var projectorBin string
 
 func TestMain(m *testing.M) {
@@ -29,7 +30,7 @@ func runTests(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	projectorBin = filepath.Join(dir, "projector")
 	// `go test` puts its own go command first in PATH.
-	build := exec.Command("go", "build", "-o", projectorBin, "github.com/projector-run/projector/cmd/projector")
+	build := exec.Command("go", "build", "-o", projectorBin, "github.com/projector-run/projector/projector/faults/projectorbin")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "faults: build the projector binary: %v\n", err)

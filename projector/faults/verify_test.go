@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/projectiontest"
 )
 
 // lostRange is a range of offsets of one partition that a worker reported
@@ -36,6 +38,9 @@ type verdict struct {
 	Lost, Twice int
 	// Mismatches of each table.
 	EventMismatches, RunMismatches, DeadLetterMismatches, OffsetMismatches int
+	// StepMismatches and UserMismatches are those of workflow_steps and of
+	// the user's projections of the binary (pc, pr).
+	StepMismatches, UserMismatches int
 	// AuditViolations counts offsets moved by a session that did not hold
 	// the partition's lease, or moved backwards.
 	AuditViolations int
@@ -50,7 +55,8 @@ func (v *verdict) problem(format string, args ...any) {
 }
 
 func (v verdict) mismatches() int {
-	return v.Lost + v.EventMismatches + v.RunMismatches + v.DeadLetterMismatches + v.OffsetMismatches + v.AuditViolations
+	return v.Lost + v.EventMismatches + v.RunMismatches + v.StepMismatches + v.UserMismatches +
+		v.DeadLetterMismatches + v.OffsetMismatches + v.AuditViolations
 }
 
 func (v verdict) String() string {
@@ -219,6 +225,38 @@ WHERE e.payload IS DISTINCT FROM u.p::jsonb`, ids, payloads).Scan(&differ))
 			v.Twice += int(max(0, g.EventCount-w.EventCount))
 			v.problem("run %q:\n got  %+v\n want %+v", id, g, w)
 		}
+	}
+
+	// workflow_steps and the user's projections of the binary (pc, pr):
+	// each equal to what the distinct events give.
+	var all []model.Event
+	for _, evs := range byRun {
+		all = append(all, evs...)
+	}
+	wantSteps := model.ProjectSteps(all)
+	steps, err := e.st.ListSteps(ctx)
+	require.NoError(t, err)
+	gotSteps := make(map[string]model.Step, len(steps))
+	stepKey := func(s model.Step) string { return fmt.Sprintf("%s\x00%d\x00%s", s.WorkflowRunID, s.Attempt, s.StepID) }
+	for _, s := range steps {
+		gotSteps[stepKey(s.Step)] = s.Step
+	}
+	for _, w := range wantSteps {
+		if g, ok := gotSteps[stepKey(w)]; !ok || !g.Equal(w) {
+			v.StepMismatches++
+			v.problem("step %s/%d/%s:\n got  %+v\n want %+v", w.WorkflowRunID, w.Attempt, w.StepID, g, w)
+		}
+	}
+	if len(steps) != len(wantSteps) {
+		v.StepMismatches++
+		v.problem("%d steps stored, %d expected", len(steps), len(wantSteps))
+	}
+	gotUser, err := projectiontest.Tables(ctx, e.st.Pool(), "pc", "pr")
+	require.NoError(t, err)
+	wantUser := projectiontest.Want(all)
+	if !slices.Equal(gotUser, wantUser) {
+		v.UserMismatches++
+		v.problem("the user's projections pc and pr differ from the distinct events: %d lines stored, %d expected", len(gotUser), len(wantUser))
 	}
 
 	// dead_letters: each invalid message exactly once, exact bytes.
