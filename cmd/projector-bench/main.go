@@ -30,6 +30,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
@@ -84,49 +85,6 @@ func main() {
 		fmt.Fprintf(os.Stderr, "projector-bench: %v\n", err)
 		os.Exit(1)
 	}
-}
-
-// workload makes n events of runs of 10 events each, keyed by run.
-func workload(n int, seed string) []model.Message {
-	msgs := make([]model.Message, 0, n)
-	t0 := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
-	sources := []string{"github-actions", "airflow", "argo", "jenkins"}
-	flows := []string{"build-and-test", "nightly-etl", "deploy-prod", "lint", "integration"}
-	for run := 0; len(msgs) < n; run++ {
-		id := fmt.Sprintf("%s-run-%08d", seed, run)
-		src, wf := sources[run%len(sources)], flows[run%len(flows)]
-		ts := t0.Add(time.Duration(run) * time.Second)
-		seq := 0
-		add := func(typ, step, data string) {
-			if len(msgs) == n {
-				return
-			}
-			stepField := ""
-			if step != "" {
-				stepField = `,"step_id":"` + step + `"`
-			}
-			if data == "" {
-				data = `{"runner":"ubuntu-24.04","trigger":"push","commit":"9f1c2ab"}`
-			}
-			v := fmt.Appendf(nil, `{"event_id":"%s-%02d","event_type":%q,"source":%q,"workflow_id":%q,"workflow_run_id":%q,"timestamp":%q,"attempt":1%s,"data":%s}`,
-				id, seq, typ, src, wf, id, ts.Add(time.Duration(seq)*1500*time.Millisecond).Format(time.RFC3339Nano), stepField, data)
-			msgs = append(msgs, model.Message{Key: []byte(id), Value: v})
-			seq++
-		}
-		add(model.TypeRunQueued, "", "")
-		add(model.TypeRunStarted, "", "")
-		for _, step := range []string{"checkout", "build", "test"} {
-			add(model.TypeStepStarted, step, "")
-			add(model.TypeStepSucceeded, step, "")
-		}
-		add(model.TypeStepSkipped, "deploy", "")
-		if run%7 == 0 {
-			add(model.TypeRunFailed, "", `{"error":"exit code 1 in step test"}`)
-		} else {
-			add(model.TypeRunSucceeded, "", "")
-		}
-	}
-	return msgs
 }
 
 // setup creates the database and the broker and produces msgs.
@@ -190,7 +148,7 @@ type backlogResult struct {
 // backlog runs the backlog measurement o.repeat times, each against a
 // fresh database and broker, and sums them up.
 func backlog(ctx context.Context, o options) error {
-	msgs := workload(o.events, "b")
+	msgs := eventgen.Uniform(o.events, "b")
 	fmt.Printf("workload: %d events, 10 per run, keyed by run, %d partitions\n", len(msgs), o.partitions)
 	var results []backlogResult
 	for i := range o.repeat {

@@ -244,3 +244,27 @@ func BenchmarkGenerate(b *testing.B) {
 		_ = Generate(cfg)
 	}
 }
+
+// TestUniform: the bench's workload is exactly n valid events, distinct,
+// ten a run, each keyed by its run.
+func TestUniform(t *testing.T) {
+	t.Parallel()
+	msgs := Uniform(1005, "u")
+	require.Len(t, msgs, 1005)
+	ids := map[string]bool{}
+	runs := map[string]int{}
+	for _, m := range msgs {
+		ev, err := model.Decode(m.Value)
+		require.NoError(t, err)
+		require.False(t, ids[ev.EventID], "event %s repeated", ev.EventID)
+		ids[ev.EventID] = true
+		require.Equal(t, ev.WorkflowRunID, string(m.Key))
+		runs[ev.WorkflowRunID]++
+	}
+	require.Len(t, runs, 101)
+	for id, n := range runs {
+		if id != "u-run-00000100" {
+			require.Equal(t, 10, n, id)
+		}
+	}
+}
