@@ -113,6 +113,14 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
 	log.SetOutput(os.Stderr)
+	// As `projector run` does: the projections set up and registered
+	// (built from the stored events: none yet) before the first batch.
+	if err := st.SetupProjections(ctx); err != nil {
+		return err
+	}
+	if _, err := st.BuildProjections(ctx, nil); err != nil {
+		return err
+	}
 	w, err := consumer.NewWorker(cfg, st, log)
 	if err != nil {
 		return err
@@ -210,6 +218,7 @@ func summary(ctx context.Context, out io.Writer, st *store.Store, wl eventgen.Wo
 	for _, s := range []struct{ title, q string }{
 		{"runs by status (workflow_runs)", `SELECT status, count(*) AS runs, round(avg(duration_ms))::bigint AS avg_duration_ms, sum(steps_failed)::bigint AS failed_steps FROM workflow_runs GROUP BY status ORDER BY runs DESC`},
 		{"runs by source", `SELECT source, count(*) AS runs, count(*) FILTER (WHERE attempt > 1) AS rerun, count(*) FILTER (WHERE status = 'failed') AS failed FROM workflow_runs GROUP BY source ORDER BY runs DESC`},
+		{"slowest steps (workflow_steps, the step_durations view over all time)", `SELECT workflow_id, step_id, finished, failed, p50_duration_ms, p95_duration_ms FROM step_durations_between('-infinity') ORDER BY p95_duration_ms DESC NULLS LAST LIMIT 5`},
 		{"dead letters by reason (dead_letters)", `SELECT reason, count(*) AS messages, min(error) AS example_error FROM dead_letters GROUP BY reason ORDER BY messages DESC`},
 		{"stored offsets (consumer_offsets)", `SELECT topic, partition, next_offset FROM consumer_offsets ORDER BY topic, partition`},
 		{"totals", `SELECT (SELECT count(*) FROM workflow_events) AS events, (SELECT count(*) FROM workflow_runs) AS runs, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT sum(event_count)::bigint FROM workflow_runs) AS sum_event_count`},

@@ -72,6 +72,10 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	if dryRun {
 		fmt.Fprintf(w, "dry run: %d of %s would change (%d updated, %d inserted, %d deleted); nothing was changed\n",
 			res.Changed(), plural(res.Recomputed+res.Deleted, "run"), res.Updated, res.Inserted, res.Deleted)
+		if others := len(res.Projections) - 1; others > 0 {
+			fmt.Fprintf(w, "  (%s would be rebuilt from the same events too; a dry run can say what changes in workflow_runs only)\n",
+				strings.Join(res.Projections[1:], ", "))
+		}
 		for _, d := range res.Samples {
 			fmt.Fprintf(w, "  %s\n", clip(d.String(), 160))
 		}
