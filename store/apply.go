@@ -290,6 +290,11 @@ func (s *Store) storeEvents(ctx context.Context, tx pgx.Tx, topic string, partit
 	if err := s.applyProjections(ctx, tx, eventsInOffsetOrder(fresh), false); err != nil {
 		return 0, err
 	}
+	if len(fresh) > 0 {
+		if err := s.q.AddOtherEvents(ctx, tx, dbsqlc.AddOtherEventsParams{Events: int64(len(fresh)), Names: s.names()}); err != nil {
+			return 0, fmt.Errorf("count replayed events: %w", err)
+		}
+	}
 	return len(fresh), nil
 }
 
@@ -372,13 +377,14 @@ func insertEventsParams(topic string, partition int32, recs []*model.Record) dbs
 	return p
 }
 
-// mergeRuns combines partial runs into the stored rows (model.Combine
-// in SQL). runs must be sorted by workflow_run_id and hold one row per run.
-func (s *Store) mergeRuns(ctx context.Context, tx pgx.Tx, runs []model.Run) error {
+// mergeRuns combines partial runs into the stored rows (model.Combine in
+// SQL), in db's transaction. runs must be sorted by workflow_run_id and
+// hold one row per run.
+func mergeRuns(ctx context.Context, db dbsqlc.DBTX, runs []model.Run) error {
 	if len(runs) == 0 {
 		return nil
 	}
-	if err := s.q.MergeRuns(ctx, tx, mergeRunsParams(runs)); err != nil {
+	if err := dbsqlc.New().MergeRuns(ctx, db, mergeRunsParams(runs)); err != nil {
 		return fmt.Errorf("merge %d runs: %w", len(runs), err)
 	}
 	return nil

@@ -375,6 +375,11 @@ func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter) ([]Repla
 			if _, err := s.q.LockPartitionOffsets(ctx, tx, dbsqlc.LockPartitionOffsetsParams{Topic: topic, Partition: partition}); err != nil {
 				return fmt.Errorf("lock offsets: %w", err)
 			}
+			// A projection registered since the replay began must not
+			// miss these events (its build's snapshot has none of them).
+			if err := s.checkProjections(ctx, tx); err != nil {
+				return err
+			}
 			// Only those still there: another replay, or a reset, may
 			// have removed some meanwhile.
 			cur, err := s.q.LockDeadLetters(ctx, tx, ids)

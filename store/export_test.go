@@ -45,7 +45,7 @@ func (s *Store) MergeSteps(ctx context.Context, steps []model.Step, queued bool)
 		dbsqlc.QueueMergeSteps(b, mergeStepsParams(steps))
 		err = tx.SendBatch(ctx, b).Close()
 	} else {
-		err = s.mergeSteps(ctx, tx, steps)
+		err = mergeSteps(ctx, tx, steps)
 	}
 	if err != nil {
 		return err

@@ -52,6 +52,10 @@ type Projection interface {
 // validName is the form of a projection's name.
 var validName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
+// ErrBadProjection means a projection given to Open has a name that is not
+// valid, or taken.
+var ErrBadProjection = errors.New("bad projection")
+
 // checkProjections validates the names of the user's projections: each
 // well formed, and no two alike, nor alike a built-in one.
 func checkProjections(ps []Projection) error {
@@ -64,13 +68,18 @@ func checkProjections(ps []Projection) error {
 		name := p.Name()
 		switch {
 		case !validName.MatchString(name):
-			errs = append(errs, fmt.Errorf("projection %q: a name is [a-z][a-z0-9_]*, at most 63 bytes", name))
+			errs = append(errs, fmt.Errorf("%w %q: a name is [a-z][a-z0-9_]*, at most 63 bytes", ErrBadProjection, name))
 		case seen[name]:
-			errs = append(errs, fmt.Errorf("projection %q: the name is taken (by a built-in projection or another one loaded)", name))
+			errs = append(errs, fmt.Errorf("%w %q: the name is taken (by a built-in projection or another one loaded)", ErrBadProjection, name))
 		}
 		seen[name] = true
 	}
 	return errors.Join(errs...)
+}
+
+// IsBuiltin reports whether name is one of the built-in projections.
+func IsBuiltin(name string) bool {
+	return slices.ContainsFunc(builtinProjections(), func(p Projection) bool { return p.Name() == name })
 }
 
 // builtinProjections are the projections every store has, in the order
@@ -140,16 +149,8 @@ func (runsProjection) Name() string { return "workflow_runs" }
 // Setup has nothing to do: the migrations create workflow_runs.
 func (runsProjection) Setup(context.Context, DB) error { return nil }
 
-func (p runsProjection) Apply(ctx context.Context, db DB, events []model.Event) error {
-	runs := model.FoldEvents(events)
-	if len(runs) == 0 {
-		return nil
-	}
-	res := db.SendBatch(ctx, queued(func(b *pgx.Batch) { dbsqlc.QueueMergeRuns(b, mergeRunsParams(runs)) }))
-	if err := res.Close(); err != nil {
-		return fmt.Errorf("merge %d runs: %w", len(runs), err)
-	}
-	return nil
+func (runsProjection) Apply(ctx context.Context, db DB, events []model.Event) error {
+	return mergeRuns(ctx, db, model.FoldEvents(events))
 }
 
 func (runsProjection) prepare(recs []*model.Record) merge {
@@ -175,15 +176,7 @@ func (stepsProjection) Name() string { return "workflow_steps" }
 func (stepsProjection) Setup(context.Context, DB) error { return nil }
 
 func (stepsProjection) Apply(ctx context.Context, db DB, events []model.Event) error {
-	steps := model.FoldStepEvents(events)
-	if len(steps) == 0 {
-		return nil
-	}
-	res := db.SendBatch(ctx, queued(func(b *pgx.Batch) { dbsqlc.QueueMergeSteps(b, mergeStepsParams(steps)) }))
-	if err := res.Close(); err != nil {
-		return fmt.Errorf("merge %d steps: %w", len(steps), err)
-	}
-	return nil
+	return mergeSteps(ctx, db, model.FoldStepEvents(events))
 }
 
 func (stepsProjection) prepare(recs []*model.Record) merge {
@@ -197,12 +190,6 @@ func (stepsProjection) prepare(recs []*model.Record) merge {
 
 func (stepsProjection) Forget(ctx context.Context, db DB, runIDs []string) error {
 	return forgetRows(ctx, db, "workflow_steps", runIDs)
-}
-
-func queued(add func(b *pgx.Batch)) *pgx.Batch {
-	b := &pgx.Batch{}
-	add(b)
-	return b
 }
 
 // forgetRows deletes a built-in table's rows of some runs, or all rows.
@@ -244,30 +231,56 @@ func (t txDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 }
 
 // applyProjections gives events (distinct, never applied before; each
-// partition's in offset order) to the projections that are not folders
-// when folded is set (their merge was queued already), or to all of them.
-// A projection's error is a *model.ProjectionError: never the data's
-// fault, so the batch is retried, not split into dead letters.
+// partition's in offset order) to the store's projections, but for the
+// folders when folded is set (their merge was queued already).
 func (s *Store) applyProjections(ctx context.Context, db DB, events []model.Event, folded bool) error {
+	ps := s.projections
+	if folded {
+		ps = slices.DeleteFunc(slices.Clone(ps), func(p Projection) bool { _, ok := p.(folder); return ok })
+	}
+	return apply(ctx, db, ps, events)
+}
+
+// apply gives events to ps. A projection's error is a
+// *model.ProjectionError: never the data's fault, so the batch is retried,
+// not split into dead letters. A user's projection's deferred constraints
+// are checked right after its Apply, so that their failure is its error,
+// not the COMMIT's (which would read as the data's).
+func apply(ctx context.Context, db DB, ps []Projection, events []model.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	for _, p := range s.projections {
-		if _, ok := p.(folder); ok && folded {
-			continue
+	for _, p := range ps {
+		err := p.Apply(ctx, txDB{db}, events)
+		if _, builtin := p.(folder); err == nil && !builtin {
+			_, err = db.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE")
 		}
-		if err := p.Apply(ctx, txDB{db}, events); err != nil {
+		if err != nil {
 			return &model.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
 		}
 	}
 	return nil
 }
 
-// forgetProjections has every projection forget the runs (all runs when
-// runIDs is nil).
-func (s *Store) forgetProjections(ctx context.Context, db DB, runIDs []string) error {
-	for _, p := range s.projections {
-		if err := p.Forget(ctx, txDB{db}, runIDs); err != nil {
+// forgetRuns has ps forget the runs of runIDs; with none, it does nothing
+// (never read as "all runs": that is forgetAll).
+func forgetRuns(ctx context.Context, db DB, ps []Projection, runIDs []string) error {
+	if len(runIDs) == 0 {
+		return nil
+	}
+	return forget(ctx, db, ps, runIDs)
+}
+
+// forgetAll has ps forget everything (Forget with nil).
+func forgetAll(ctx context.Context, db DB, ps []Projection) error { return forget(ctx, db, ps, nil) }
+
+func forget(ctx context.Context, db DB, ps []Projection, runIDs []string) error {
+	for _, p := range ps {
+		err := p.Forget(ctx, txDB{db}, runIDs)
+		if _, builtin := p.(folder); err == nil && !builtin {
+			_, err = db.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE")
+		}
+		if err != nil {
 			return &model.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
 		}
 	}

@@ -7,10 +7,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/retrypolicy"
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
@@ -28,7 +32,7 @@ type UnknownProjectionsError struct {
 }
 
 func (e *UnknownProjectionsError) Error() string {
-	return fmt.Sprintf("the database has %s %s, not loaded in this process (a different binary, or a missing --projections-dir?): "+
+	return fmt.Sprintf("the database has %s %s, not loaded in this process (a different binary?): "+
 		"run a binary that has it, or forget it for good with `projector projections drop NAME`",
 		map[bool]string{true: "projection", false: "projections"}[len(e.Names) == 1], strings.Join(e.Names, ", "))
 }
@@ -59,7 +63,7 @@ func (s *Store) checkProjections(ctx context.Context, db dbsqlc.DBTX) error {
 }
 
 // KindOf says what a projection is: builtin, go (the user's Go code), or
-// what it says itself (a SQL file's projection says sql).
+// what it says itself with a Kind method.
 func KindOf(p Projection) string {
 	switch p.(type) {
 	case runsProjection, stepsProjection:
@@ -71,8 +75,17 @@ func KindOf(p Projection) string {
 	return "go"
 }
 
-// BuildProgress is told how far the build of a projection has come.
-type BuildProgress func(projection string, done, total int64)
+// BuildOptions are told how a build from the stored events goes.
+type BuildOptions struct {
+	// Progress, when set, is told how far the build of a projection has
+	// come.
+	Progress func(projection string, done, total int64)
+	// Retried, when set, is told of each failed attempt at a chunk, and
+	// when the next one is: a chunk is retried until it succeeds or ctx
+	// ends, as batches are (a projection that fails is the user's to mend
+	// meanwhile).
+	Retried func(projection string, err error, next time.Duration)
+}
 
 // buildChunkRuns is how many runs' events one catch-up transaction
 // applies.
@@ -90,10 +103,20 @@ const buildChunkRuns = 1000
 // is thus applied once: by the build if it was stored before the
 // registration, by its batch otherwise. Workers of other processes wait
 // for a build in progress (an advisory lock) rather than start another.
-func (s *Store) BuildProjections(ctx context.Context, progress BuildProgress) ([]string, error) {
+func (s *Store) BuildProjections(ctx context.Context, opts BuildOptions) ([]string, error) {
+	// A pool of its own: a build holds its advisory lock's session, the
+	// snapshot's and a chunk's at once, whatever the store's pool allows.
+	pc := s.pool.Config().Copy()
+	pc.MaxConns, pc.MinConns = 3, 0
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect for the build: %w", err)
+	}
+	defer pool.Close()
+	b := &builder{s: s, pool: pool, opts: opts}
 	var built []string
 	for _, p := range s.projections {
-		ok, err := s.buildIfNeeded(ctx, p, progress)
+		ok, err := b.buildIfNeeded(ctx, p)
 		if err != nil {
 			return built, err
 		}
@@ -104,10 +127,19 @@ func (s *Store) BuildProjections(ctx context.Context, progress BuildProgress) ([
 	return built, nil
 }
 
-func (s *Store) buildIfNeeded(ctx context.Context, p Projection, progress BuildProgress) (bool, error) {
+// builder builds projections from the stored events, on a pool of its
+// own.
+type builder struct {
+	s    *Store
+	pool *pgxpool.Pool
+	opts BuildOptions
+}
+
+func (b *builder) buildIfNeeded(ctx context.Context, p Projection) (bool, error) {
+	s := b.s
 	name := p.Name()
 	ready := func() (bool, error) {
-		rows, err := s.q.ListProjections(ctx, s.pool)
+		rows, err := s.q.ListProjections(ctx, b.pool)
 		if err != nil {
 			return false, fmt.Errorf("list projections: %w", classify(err))
 		}
@@ -118,7 +150,7 @@ func (s *Store) buildIfNeeded(ctx context.Context, p Projection, progress BuildP
 	}
 	// One builder at a time per projection, across processes: the lock is
 	// the session's, so a builder that dies releases it.
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
 		return false, fmt.Errorf("acquire connection: %w", err)
 	}
@@ -131,7 +163,7 @@ func (s *Store) buildIfNeeded(ctx context.Context, p Projection, progress BuildP
 	if ok, err := ready(); ok || err != nil {
 		return false, err // another process built it meanwhile
 	}
-	if err := s.build(ctx, p, progress); err != nil {
+	if err := b.build(ctx, p); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -139,16 +171,19 @@ func (s *Store) buildIfNeeded(ctx context.Context, p Projection, progress BuildP
 
 // build registers p as building and applies every event stored before that
 // to it (BuildProjections).
-func (s *Store) build(ctx context.Context, p Projection, progress BuildProgress) error {
+func (b *builder) build(ctx context.Context, p Projection) error {
+	s, progress := b.s, b.opts.Progress
 	name := p.Name()
-	snap, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	snap, err := b.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = snap.Rollback(context.WithoutCancel(ctx)) }()
 	var batchEvents int64
+	// Under the lock, so that nothing a batch applies to p before the
+	// registration is left when the build applies the snapshot again.
 	err = s.lockedTx(ctx, func(tx pgx.Tx) error {
-		if err := forget(ctx, tx, []Projection{p}, nil); err != nil {
+		if err := forgetAll(ctx, tx, []Projection{p}); err != nil {
 			return err
 		}
 		var err error
@@ -159,8 +194,12 @@ func (s *Store) build(ctx context.Context, p Projection, progress BuildProgress)
 			return fmt.Errorf("register projection %s: %w", name, err)
 		}
 		// The snapshot is taken while the lock keeps every batch out: it
-		// holds exactly the events stored before the registration.
-		_, err = snap.Exec(ctx, "SELECT 1")
+		// holds exactly the events stored before the registration. It
+		// then waits, idle, while each chunk applies: no idle timeout.
+		if _, err := snap.Exec(ctx, "SELECT 1"); err != nil {
+			return fmt.Errorf("take the snapshot: %w", err)
+		}
+		_, err = snap.Exec(ctx, "SET LOCAL idle_in_transaction_session_timeout = 0")
 		return err
 	})
 	if err != nil {
@@ -185,13 +224,21 @@ func (s *Store) build(ctx context.Context, p Projection, progress BuildProgress)
 			return fmt.Errorf("build projection %s: %w", name, err)
 		}
 		// ROW SHARE on consumer_offsets keeps resets and rebuilds out of
-		// the chunk, not the batches.
-		err = s.withTx(ctx, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "LOCK TABLE consumer_offsets IN ROW SHARE MODE"); err != nil {
-				return fmt.Errorf("lock consumer_offsets: %w", err)
-			}
-			return apply(ctx, tx, []Projection{p}, events)
-		})
+		// the chunk, not the batches. A chunk that fails rolls back whole
+		// and is tried again.
+		_, err = backoff.Retry(ctx, func() (struct{}, error) {
+			return struct{}{}, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "LOCK TABLE consumer_offsets IN ROW SHARE MODE"); err != nil {
+					return fmt.Errorf("lock consumer_offsets: %w", err)
+				}
+				return apply(ctx, tx, []Projection{p}, events)
+			})
+		}, backoff.WithBackOff(retrypolicy.NewBackOff(100*time.Millisecond, 10*time.Second)), backoff.WithMaxElapsedTime(0),
+			backoff.WithNotify(func(err error, next time.Duration) {
+				if b.opts.Retried != nil {
+					b.opts.Retried(name, err, next)
+				}
+			}))
 		if err != nil {
 			return fmt.Errorf("build projection %s: %w", name, err)
 		}
@@ -201,7 +248,7 @@ func (s *Store) build(ctx context.Context, p Projection, progress BuildProgress)
 			progress(name, done, total)
 		}
 	}
-	if err := s.q.FinishBuild(ctx, s.pool, dbsqlc.FinishBuildParams{Name: name, Events: done, BatchEvents: batchEvents}); err != nil {
+	if err := s.q.FinishBuild(ctx, b.pool, dbsqlc.FinishBuildParams{Name: name, Events: done, BatchEvents: batchEvents}); err != nil {
 		return fmt.Errorf("build projection %s: finish: %w", name, err)
 	}
 	if progress != nil && total == 0 {
@@ -219,13 +266,17 @@ func (s *Store) lockedTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 			return fmt.Errorf("set lock timeout: %w", err)
 		}
 		if err := s.q.LockOffsetsTable(ctx, tx); err != nil {
+			if isLockTimeout(err) {
+				return ErrLockTimeout
+			}
 			return fmt.Errorf("lock consumer_offsets: %w", err)
+		}
+		// The timeout is for taking that lock, not for what fn does.
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = 0"); err != nil {
+			return fmt.Errorf("set lock timeout: %w", err)
 		}
 		return fn(tx)
 	})
-	if isLockTimeout(err) {
-		return ErrLockTimeout
-	}
 	return err
 }
 

@@ -17,8 +17,9 @@ import (
 	"github.com/projector-run/projector/store/internal/dbsqlc"
 )
 
-// Reprocessing (offsets reset, rebuild) rewrites workflow_runs from the
-// stored events. Both hold an EXCLUSIVE lock on consumer_offsets for their
+// Reprocessing (offsets reset, rebuild) rewrites the projections from the
+// stored events: workflow_runs by comparing each run with its projection
+// (runSync), every other projection through Forget and Apply. Both hold an EXCLUSIVE lock on consumer_offsets for their
 // whole transaction: every batch transaction starts by locking its
 // partition's offset row, so none is in flight while they read and write,
 // whatever partitions its runs span, and none can lose an update. Readers
@@ -199,7 +200,7 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 		// run, read only, leaves them be: it reports workflow_runs.
 		others := s.others("")
 		if !dryRun {
-			if err := forget(ctx, tx, others, runIDs); err != nil {
+			if err := forgetRuns(ctx, tx, others, runIDs); err != nil {
 				return err
 			}
 			if _, err := s.q.DeleteEventsFrom(ctx, tx, dbsqlc.DeleteEventsFromParams(pos)); err != nil {
@@ -210,6 +211,7 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 			}
 		}
 		sy := &runSync{s: s, tx: tx, apply: !dryRun, samples: opts.Samples, res: &res.Runs}
+		var reapplied int64
 		for chunk := range slices.Chunk(runIDs, runChunk) {
 			// The events at the removed positions are gone already, unless
 			// this is a dry run: leave them out either way.
@@ -230,6 +232,7 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 				if err := apply(ctx, tx, others, events); err != nil {
 					return err
 				}
+				reapplied += int64(len(events))
 			}
 		}
 		if dryRun {
@@ -240,6 +243,9 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 		})
 		if err != nil {
 			return fmt.Errorf("move offsets: %w", err)
+		}
+		if err := s.q.AddOtherEvents(ctx, tx, dbsqlc.AddOtherEventsParams{Events: reapplied, Names: s.names()}); err != nil {
+			return fmt.Errorf("count re-applied events: %w", err)
 		}
 		return nil
 	})
@@ -334,7 +340,7 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 			return fmt.Errorf("count events: %w", err)
 		}
 		if !opts.DryRun {
-			if err := forget(ctx, tx, others, nil); err != nil {
+			if err := forgetAll(ctx, tx, others); err != nil {
 				return err
 			}
 		}
@@ -522,29 +528,6 @@ func (s *Store) others(only string) []Projection {
 	return out
 }
 
-// forget has ps forget the runs (all when runIDs is nil).
-func forget(ctx context.Context, db DB, ps []Projection, runIDs []string) error {
-	for _, p := range ps {
-		if err := p.Forget(ctx, txDB{db}, runIDs); err != nil {
-			return &model.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
-		}
-	}
-	return nil
-}
-
-// apply gives events to ps.
-func apply(ctx context.Context, db DB, ps []Projection, events []model.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	for _, p := range ps {
-		if err := p.Apply(ctx, txDB{db}, events); err != nil {
-			return &model.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
-		}
-	}
-	return nil
-}
-
 // runSync compares stored runs with their projections and, when apply is
 // set, writes the difference.
 type runSync struct {
@@ -612,7 +595,7 @@ func (sy *runSync) sync(ctx context.Context, stored []dbsqlc.WorkflowRun, comput
 			return fmt.Errorf("delete %d runs: %w", len(remove), err)
 		}
 	}
-	return sy.s.mergeRuns(ctx, sy.tx, write)
+	return mergeRuns(ctx, sy.tx, write)
 }
 
 func (sy *runSync) sample(d RunDiff) {

@@ -60,11 +60,11 @@ func stepRow(r dbsqlc.WorkflowStep) StepRow {
 // one row per (workflow_run_id, attempt, step_id), as model.FoldSteps
 // returns them, of events that were never merged before: the merge adds
 // event counts, so merging an event twice counts it twice.
-func (s *Store) mergeSteps(ctx context.Context, db dbsqlc.DBTX, steps []model.Step) error {
+func mergeSteps(ctx context.Context, db dbsqlc.DBTX, steps []model.Step) error {
 	if len(steps) == 0 {
 		return nil
 	}
-	if err := s.q.MergeSteps(ctx, db, mergeStepsParams(steps)); err != nil {
+	if err := dbsqlc.New().MergeSteps(ctx, db, mergeStepsParams(steps)); err != nil {
 		return fmt.Errorf("merge %d steps: %w", len(steps), err)
 	}
 	return nil

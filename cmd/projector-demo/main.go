@@ -118,7 +118,7 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	if err := st.SetupProjections(ctx); err != nil {
 		return err
 	}
-	if _, err := st.BuildProjections(ctx, nil); err != nil {
+	if _, err := st.BuildProjections(ctx, store.BuildOptions{}); err != nil {
 		return err
 	}
 	w, err := consumer.NewWorker(cfg, st, log)

@@ -167,6 +167,9 @@ func (a *app) openStore(ctx context.Context, cmd *cli.Command, cfg store.Config)
 	cfg.URL = cmd.String("database-url")
 	cfg.Projections = a.projections
 	st, err := store.Open(ctx, cfg)
+	if errors.Is(err, store.ErrBadProjection) {
+		return nil, usageError{err}
+	}
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--database-url: %w", err)}
 	}

@@ -120,7 +120,7 @@ func (a *app) projectionsDrop(ctx context.Context, cmd *cli.Command) error {
 		return usagef("projections drop takes one NAME, the projection to forget")
 	}
 	name := cmd.Args().First()
-	if name == "workflow_runs" || name == "workflow_steps" {
+	if store.IsBuiltin(name) {
 		return usagef("%s is a built-in projection: it cannot be dropped", name)
 	}
 	st, err := a.openReady(ctx, cmd)

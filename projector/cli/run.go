@@ -218,16 +218,22 @@ func (a *app) buildProjections(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	bars := map[string]*Bar{}
-	built, err := st.BuildProjections(ctx, func(name string, done, total int64) {
-		bar := bars[name]
-		if bar == nil {
-			bar = NewBar(a.log.Out, "build "+name, "events", total, func(done, total int64) {
-				a.log.WithFields(logrus.Fields{"projection": name, "events": done, "total": total,
-					"percent": fmt.Sprintf("%.0f", 100*float64(done)/float64(max(total, 1)))}).Info("building projection from the stored events")
-			})
-			bars[name] = bar
-		}
-		bar.Set(done, total)
+	built, err := st.BuildProjections(ctx, store.BuildOptions{
+		Progress: func(name string, done, total int64) {
+			bar := bars[name]
+			if bar == nil {
+				bar = NewBar(a.log.Out, "build "+name, "events", total, func(done, total int64) {
+					a.log.WithFields(logrus.Fields{"projection": name, "events": done, "total": total,
+						"percent": fmt.Sprintf("%.0f", 100*float64(done)/float64(max(total, 1)))}).Info("building projection from the stored events")
+				})
+				bars[name] = bar
+			}
+			bar.Set(done, total)
+		},
+		Retried: func(name string, err error, next time.Duration) {
+			a.log.WithError(err).WithFields(logrus.Fields{"projection": name, "retry_in": next.Round(time.Millisecond).String()}).
+				Error("building projection from the stored events failed; retrying until it succeeds")
+		},
 	})
 	for _, bar := range bars {
 		bar.Finish()
@@ -235,8 +241,8 @@ func (a *app) buildProjections(ctx context.Context, st *store.Store) error {
 	for _, name := range built {
 		a.log.WithField("projection", name).Info("projection built from the stored events; batches keep it from here on")
 	}
-	if pe := (*model.ProjectionError)(nil); errors.As(err, &pe) && ctx.Err() == nil {
-		return usageError{err}
+	if ctx.Err() != nil {
+		return nil // stopped (SIGINT, SIGTERM) during the build: it resumes at the next start
 	}
 	return err
 }

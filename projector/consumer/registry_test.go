@@ -40,7 +40,7 @@ func TestNewProjectionIsBuiltFromHistory(t *testing.T) {
 	built := make(chan error, 1)
 	var steps int64
 	go func() {
-		names, err := p.st.BuildProjections(ctx, func(string, int64, int64) { steps++ })
+		names, err := p.st.BuildProjections(ctx, store.BuildOptions{Progress: func(string, int64, int64) { steps++ }})
 		if err == nil && len(names) != 3 {
 			err = errors.New("built " + joinNames(names) + ", want workflow_steps, pc and pr")
 		}

@@ -19,6 +19,10 @@ var snapshotQueries = map[string]string{
 		r.started_at, r.finished_at, r.duration_ms, r.error, r.steps_succeeded, r.steps_failed, r.steps_skipped,
 		r.event_count, r.first_event_at, r.last_event_at, r.latest_event_id, r.deciding_event_id))
 		FROM workflow_runs r ORDER BY workflow_run_id`,
+	"workflow_steps": `SELECT format('%s', (s.workflow_run_id, s.attempt, s.step_id, s.workflow_id, s.source, s.status,
+		s.started_at, s.finished_at, s.duration_ms, s.error, s.event_count, s.first_event_at, s.last_event_at,
+		s.latest_event_id, s.deciding_event_id))
+		FROM workflow_steps s ORDER BY workflow_run_id, attempt, step_id`,
 	"dead_letters": `SELECT format('%s|%s|%s|%s|%s|%s|%s|%s', topic, partition, "offset", key, value, headers, reason, error)
 		FROM dead_letters ORDER BY topic, partition, "offset"`,
 	"consumer_offsets": `SELECT format('%s|%s|%s|%s', group_id, topic, partition, next_offset)
@@ -26,7 +30,7 @@ var snapshotQueries = map[string]string{
 }
 
 // Snapshot returns the rows of workflow_events, workflow_runs,
-// dead_letters and consumer_offsets as text, keyed by table, leaving out
+// workflow_steps, dead_letters and consumer_offsets as text, keyed by table, leaving out
 // the columns that applying the same messages again changes (wall-clock
 // times, sequence ids, leases). The topic, partition and offset of each
 // event are under the separate key "workflow_event_positions": which copy
