@@ -139,6 +139,9 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	// offset move with it, and the messages are read again. It saves the
 	// wait for the WAL flush on every batch.
 	first.Queue("SET LOCAL synchronous_commit = off")
+	if len(s.users) > 0 {
+		first.Queue(constraintsImmediate)
+	}
 	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -187,7 +190,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	if len(unknown) > 0 {
 		return res, 0, &UnknownProjectionsError{Names: unknown}
 	}
-	if len(fresh) > 0 && s.hasUserProjections() {
+	if len(fresh) > 0 && len(s.users) > 0 {
 		if err = s.applyProjections(ctx, conn, eventsInOffsetOrder(fresh), true); err != nil {
 			return res, 0, err
 		}

@@ -231,35 +231,34 @@ func (t txDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 }
 
 // applyProjections gives events (distinct, never applied before; each
-// partition's in offset order) to the store's projections, but for the
-// folders when folded is set (their merge was queued already).
+// partition's in offset order) to the store's projections, or, when folded
+// is set, to the user's only (the folders' merges were queued already, and
+// so was constraintsImmediate).
 func (s *Store) applyProjections(ctx context.Context, db DB, events []model.Event, folded bool) error {
-	ps := s.projections
 	if folded {
-		ps = slices.DeleteFunc(slices.Clone(ps), func(p Projection) bool { _, ok := p.(folder); return ok })
+		return each(s.users, "apply", func(p Projection) error { return p.Apply(ctx, txDB{db}, events) })
 	}
-	return apply(ctx, db, ps, events)
+	return apply(ctx, db, s.projections, events)
 }
+
+// constraintsImmediate makes every deferrable constraint of the
+// transaction be checked at the end of each statement: a user's table
+// whose deferred constraint refuses the rows then fails in its
+// projection's own statement, as that projection's error, not at COMMIT,
+// where it would read as the data's fault.
+const constraintsImmediate = "SET CONSTRAINTS ALL IMMEDIATE"
 
 // apply gives events to ps. A projection's error is a
 // *model.ProjectionError: never the data's fault, so the batch is retried,
-// not split into dead letters. A user's projection's deferred constraints
-// are checked right after its Apply, so that their failure is its error,
-// not the COMMIT's (which would read as the data's).
+// not split into dead letters.
 func apply(ctx context.Context, db DB, ps []Projection, events []model.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	for _, p := range ps {
-		err := p.Apply(ctx, txDB{db}, events)
-		if _, builtin := p.(folder); err == nil && !builtin {
-			_, err = db.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE")
-		}
-		if err != nil {
-			return &model.ProjectionError{Projection: p.Name(), Op: "apply", Err: err}
-		}
+	if err := settleConstraints(ctx, db, ps); err != nil {
+		return err
 	}
-	return nil
+	return each(ps, "apply", func(p Projection) error { return p.Apply(ctx, txDB{db}, events) })
 }
 
 // forgetRuns has ps forget the runs of runIDs; with none, it does nothing
@@ -275,23 +274,37 @@ func forgetRuns(ctx context.Context, db DB, ps []Projection, runIDs []string) er
 func forgetAll(ctx context.Context, db DB, ps []Projection) error { return forget(ctx, db, ps, nil) }
 
 func forget(ctx context.Context, db DB, ps []Projection, runIDs []string) error {
+	if err := settleConstraints(ctx, db, ps); err != nil {
+		return err
+	}
+	return each(ps, "forget", func(p Projection) error { return p.Forget(ctx, txDB{db}, runIDs) })
+}
+
+// each runs op on every projection of ps, wrapping the first error as that
+// projection's.
+func each(ps []Projection, op string, fn func(p Projection) error) error {
 	for _, p := range ps {
-		err := p.Forget(ctx, txDB{db}, runIDs)
-		if _, builtin := p.(folder); err == nil && !builtin {
-			_, err = db.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE")
-		}
-		if err != nil {
-			return &model.ProjectionError{Projection: p.Name(), Op: "forget", Err: err}
+		if err := fn(p); err != nil {
+			return &model.ProjectionError{Projection: p.Name(), Op: op, Err: err}
 		}
 	}
 	return nil
 }
 
-// hasUserProjections reports whether a projection other than the built-in
-// folders is loaded: only then do batches build the events of Apply.
-func (s *Store) hasUserProjections() bool {
-	return slices.ContainsFunc(s.projections, func(p Projection) bool { _, ok := p.(folder); return !ok })
+// settleConstraints sets constraintsImmediate when ps has a user's
+// projection (the built-in tables have no deferrable constraint).
+func settleConstraints(ctx context.Context, db DB, ps []Projection) error {
+	if !slices.ContainsFunc(ps, isUser) {
+		return nil
+	}
+	if _, err := db.Exec(ctx, constraintsImmediate); err != nil {
+		return fmt.Errorf("set constraints immediate: %w", err)
+	}
+	return nil
 }
+
+// isUser reports whether p is a user's projection, not a built-in folder.
+func isUser(p Projection) bool { _, ok := p.(folder); return !ok }
 
 // eventsInOffsetOrder returns the events of recs, each partition's in
 // offset order, for Projection.Apply.

@@ -32,9 +32,13 @@ type UnknownProjectionsError struct {
 }
 
 func (e *UnknownProjectionsError) Error() string {
+	noun, them := "projections", "them"
+	if len(e.Names) == 1 {
+		noun, them = "projection", "it"
+	}
 	return fmt.Sprintf("the database has %s %s, not loaded in this process (a different binary?): "+
-		"run a binary that has it, or forget it for good with `projector projections drop NAME`",
-		map[bool]string{true: "projection", false: "projections"}[len(e.Names) == 1], strings.Join(e.Names, ", "))
+		"run a binary that has %s, or forget one for good with `projector projections drop NAME`",
+		noun, strings.Join(e.Names, ", "), them)
 }
 
 // Unwrap makes it model.ErrProjectionNotLoaded, which stops a worker.

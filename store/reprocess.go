@@ -326,15 +326,16 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 	if opts.Projection == (runsProjection{}).Name() {
 		others = nil
 	}
+	var names []string
+	if runs {
+		names = append(names, (runsProjection{}).Name())
+	}
+	for _, p := range others {
+		names = append(names, p.Name())
+	}
 	var res RebuildResult
 	err := s.reprocessTx(ctx, opts.DryRun, func(tx pgx.Tx) error {
-		res = RebuildResult{}
-		if runs {
-			res.Projections = append(res.Projections, (runsProjection{}).Name())
-		}
-		for _, p := range others {
-			res.Projections = append(res.Projections, p.Name())
-		}
+		res = RebuildResult{Projections: names}
 		total, err := s.q.CountEvents(ctx, tx)
 		if err != nil {
 			return fmt.Errorf("count events: %w", err)
@@ -419,7 +420,7 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 		return nil
 	})
 	if err != nil {
-		return RebuildResult{}, fmt.Errorf("rebuild %s: %w", strings.Join(res.Projections, ", "), err)
+		return RebuildResult{}, fmt.Errorf("rebuild %s: %w", strings.Join(names, ", "), err)
 	}
 	return res, nil
 }

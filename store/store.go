@@ -32,6 +32,9 @@ type Store struct {
 	// their names.
 	projections []Projection
 	loaded      []string
+	// users: the user's projections, those of projections that are not
+	// built-in folders.
+	users []Projection
 }
 
 // DefaultURL is the database every command uses when none is given.
@@ -114,6 +117,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		projections: append(builtinProjections(), cfg.Projections...)}
 	for _, p := range s.projections {
 		s.loaded = append(s.loaded, p.Name())
+		if isUser(p) {
+			s.users = append(s.users, p)
+		}
 	}
 	return s, nil
 }

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -328,4 +330,88 @@ func TestDLQReplayWhileAProjectionFails(t *testing.T) {
 	ev, err := model.Decode([]byte(late))
 	require.NoError(t, err)
 	w.requireProjections(append(all, ev), "after the replay")
+}
+
+// TestProjectionsRegistry runs the registry as users meet it: a binary
+// with new projections builds them from the events an older binary
+// stored; the older binary then refuses every command that applies,
+// removes or re-applies events, exit 2 naming them, until they are
+// dropped; projections list says which are loaded.
+func TestProjectionsRegistry(t *testing.T) {
+	t.Parallel()
+	w := newWorldWith(t, 3, nil) // the binary without the user's projections
+	wl := eventgen.Generate(eventgen.Config{Seed: 73, Runs: 120, DuplicateRate: 0.05, ShuffleRate: 0.2, MalformedRate: 0.03})
+	kafkatest.Produce(t, w.cluster, testTopic, wl.Messages)
+	require.Equal(t, wl.Valid, w.consume())
+
+	// The new binary builds pc and pr from the stored events at its start.
+	w.projections = userProjections()
+	code, _, stderr := w.cli("run", "--until-caught-up")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "projection built from the stored events")
+	require.Equal(t, projectiontest.Want(distinctEvents(wl.Messages)), w.userTables())
+	code, out, stderr := w.cli("projections", "list", "--output", "json")
+	require.Equal(t, 0, code, stderr)
+	var rows []projectionRow
+	require.NoError(t, json.Unmarshal([]byte(out), &rows))
+	require.Len(t, rows, 4)
+	for _, r := range rows {
+		require.Equal(t, "ready", r.State, r.Name)
+		require.True(t, r.Loaded, r.Name)
+		require.Equal(t, int64(wl.Valid), r.EventsApplied, r.Name)
+	}
+
+	// The old binary lacks them.
+	w.projections = nil
+	for _, args := range [][]string{
+		{"run", "--until-caught-up"},
+		{"offsets", "reset", "--to", "earliest"},
+		{"rebuild"},
+		{"dlq", "replay"},
+	} {
+		code, _, stderr := w.cli(args...)
+		require.Equal(t, 2, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "the database has projections pc, pr, not loaded", args)
+	}
+	code, out, stderr = w.cli("projections", "list")
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `(?m)^pc\s+go\s+ready\s+no`, out)
+	for _, name := range []string{"workflow_runs", "nosuch"} {
+		code, _, _ := w.cli("projections", "drop", name)
+		require.Equal(t, 2, code, name)
+	}
+	for _, name := range []string{"pc", "pr"} {
+		code, _, stderr := w.cli("projections", "drop", name)
+		require.Equal(t, 0, code, stderr)
+	}
+	code, _, stderr = w.cli("rebuild")
+	require.Equal(t, 0, code, "once dropped, the old binary runs: %s", stderr)
+	require.Equal(t, projectiontest.Want(distinctEvents(wl.Messages)), w.userTables(), "a dropped projection's tables are left as they are")
+}
+
+// failingSetup is a projection whose Setup fails.
+type failingSetup struct{ projectiontest.Counts }
+
+func (failingSetup) Setup(context.Context, store.DB) error {
+	return errors.New("no such schema: analytics")
+}
+
+// TestProjectionSetupRunsAtMigrateAndFailsLoudly: migrate up runs every
+// projection's Setup (its tables exist afterwards); one that fails is
+// exit 2 with one line naming it.
+func TestProjectionSetupRunsAtMigrateAndFailsLoudly(t *testing.T) {
+	t.Parallel()
+	url := storetest.EmptyURL(t)
+	code, _, stderr := runCLIWith(t, userProjections(), "--database-url", url, "migrate", "up")
+	require.Equal(t, 0, code, stderr)
+	st := storetest.Open(t, url)
+	var n int
+	require.NoError(t, st.Pool().QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_tables WHERE tablename IN ('pc_counts', 'pr_runs')`).Scan(&n))
+	require.Equal(t, 2, n, "migrate up set the projections up")
+
+	code, _, stderr = runCLIWith(t, []store.Projection{failingSetup{projectiontest.Counts{N: "bad"}}}, "--database-url", url, "migrate", "up")
+	require.Equal(t, 2, code, stderr)
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(stderr), "\n")+1, stderr)
+	require.Contains(t, stderr, "projection bad: setup: no such schema: analytics")
 }

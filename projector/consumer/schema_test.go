@@ -94,6 +94,13 @@ func TestFailingProjectionStallsAndHeals(t *testing.T) {
 		{name: "check constraint", projection: "pc", dataError: true,
 			breakIt: `ALTER TABLE pc_counts ADD CONSTRAINT refuse_all CHECK (events < 0)`,
 			mend:    `ALTER TABLE pc_counts DROP CONSTRAINT refuse_all`},
+		// A deferred constraint would only fail at COMMIT, where it could
+		// not be told from the data's fault: it must still be the
+		// projection's error.
+		{name: "deferred constraint", projection: "pc", dataError: true,
+			breakIt: `CREATE TABLE pc_sources (source text PRIMARY KEY);
+				ALTER TABLE pc_counts ADD CONSTRAINT refuse_later FOREIGN KEY (source) REFERENCES pc_sources DEFERRABLE INITIALLY DEFERRED`,
+			mend: `ALTER TABLE pc_counts DROP CONSTRAINT refuse_later`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
