@@ -33,6 +33,14 @@ import (
 // that skips stored event_ids (ON CONFLICT DO NOTHING) and says which
 // rows were new. A partition whose batches keep meeting such duplicates
 // stays on the safe way until a batch finds none.
+//
+// The built-in projections' rows go in likewise. The first round trip
+// also asks which of the batch's runs are stored already; their rows are
+// merged (INSERT ... ON CONFLICT DO UPDATE), and the rows of the others
+// are inserted as they are, which costs PostgreSQL a third less (no
+// speculative insertion). When a concurrent batch stored such a run in
+// between, the insert fails, and the batch is applied again merging every
+// row.
 func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	l := b.Lease
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
@@ -47,10 +55,19 @@ func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error
 	defer w.release()
 	res, stored, err := s.apply(ctx, w)
 	conflicts := 0
-	if errors.Is(err, errStoredDuplicate) {
-		conflicts = 1
-		s.dups.set(tp, true)
-		w.safe = true
+	// At most twice more: each way of failing turns itself off.
+	for again := true; again; {
+		switch {
+		case errors.Is(err, errRunTaken):
+			w.insertNewRuns = false
+		case errors.Is(err, errStoredDuplicate):
+			conflicts = 1
+			s.dups.set(tp, true)
+			w.safe = true
+		default:
+			again = false
+			continue
+		}
 		res, stored, err = s.apply(ctx, w)
 	}
 	if w.safe && err == nil {
@@ -65,6 +82,10 @@ func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error
 
 // errStoredDuplicate: the fast way met an event_id already stored.
 var errStoredDuplicate = errors.New("an event_id of the batch is already stored")
+
+// errRunTaken: a run that was not stored when the batch began was stored
+// by a concurrent batch before this one inserted its rows.
+var errRunTaken = errors.New("a run of the batch was stored meanwhile")
 
 // work is a batch made ready for its transaction. The fast way, everything
 // the client computes for the built-in projections is computed before the
@@ -83,11 +104,17 @@ type work struct {
 	copyBuf *[]byte
 	merges  []merge
 	dead    dbsqlc.InsertDeadLettersParams
+	// runIDs are the distinct runs of recs. While insertNewRuns is set,
+	// the transaction asks which of them are stored, and the built-in
+	// projections insert the rows of the others instead of merging them.
+	runIDs        []string
+	insertNewRuns bool
 }
 
 func (s *Store) newWork(b *model.Batch, safe bool) *work {
 	l := b.Lease
-	w := &work{b: b, safe: safe, recs: b.UniqueRecords()}
+	w := &work{b: b, safe: safe, recs: b.UniqueRecords(), insertNewRuns: true}
+	w.runIDs = distinctRuns(w.recs)
 	if len(b.DeadLetters) > 0 {
 		w.dead = deadLettersParams(l.Topic, l.Partition, b.DeadLetters)
 	}
@@ -143,6 +170,11 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 		first.Queue(constraintsImmediate)
 	}
 	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
+	var storedRuns map[string]bool // nil: merge every row
+	if w.insertNewRuns && len(w.runIDs) > 0 {
+		storedRuns = make(map[string]bool, len(w.runIDs))
+		dbsqlc.QueueExistingRuns(first, w.runIDs, storedRuns)
+	}
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
 		return res, 0, fmt.Errorf("%w: no stored offset row", model.ErrFenced)
@@ -171,7 +203,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	second := &pgx.Batch{}
 	for _, m := range merges {
 		if m.queue != nil {
-			m.queue(second)
+			m.queue(second, storedRuns)
 		}
 	}
 	var dead int64
@@ -185,6 +217,9 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	var unknown []string
 	dbsqlc.QueueUnknownProjections(second, s.names(), &unknown)
 	if err = conn.SendBatch(ctx, second).Close(); err != nil {
+		if storedRuns != nil && isBuiltinRowTaken(err) {
+			return res, 0, fmt.Errorf("%w: %w", errRunTaken, err)
+		}
 		return res, 0, fmt.Errorf("merge projections and move offset: %w", err)
 	}
 	if len(unknown) > 0 {
@@ -460,6 +495,16 @@ func deadLettersParams(topic string, partition int32, dls []model.DeadLetter) db
 		p.Errors[i] = d.Error
 	}
 	return p
+}
+
+// distinctRuns returns the distinct workflow_run_ids of recs, sorted.
+func distinctRuns(recs []*model.Record) []string {
+	ids := make([]string, len(recs))
+	for i := range recs {
+		ids[i] = recs[i].Event.WorkflowRunID
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
 
 // countTypes counts the events of recs by event_type.

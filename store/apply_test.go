@@ -300,3 +300,33 @@ func TestRepeatedEventIDFirstAppliedWins(t *testing.T) {
 	require.Equal(t, "running", runs[0].Status)
 	require.Equal(t, int64(1), runs[0].EventCount)
 }
+
+// TestApplyMergesWhenARunIsStoredMeanwhile: a batch inserts the rows of
+// runs it found unstored as they are; when another transaction stored a
+// row of such a run in between, the batch is applied again with merges,
+// and the row combines both.
+func TestApplyMergesWhenARunIsStoredMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	_, err := st.Apply(ctx, batchOf(claim(t, st, 0),
+		eventJSON("e1", "run.queued", "r1", t0, 1, ""),
+		eventJSON("e2", "step.started", "r1", t0.Add(time.Second), 1, "")))
+	require.NoError(t, err)
+	// What a concurrent batch does between this batch's look-up of its
+	// runs and its insert: the run's row is not there, its step's is.
+	_, err = st.Pool().Exec(ctx, "DELETE FROM workflow_runs")
+	require.NoError(t, err)
+
+	res, err := st.Apply(ctx, batchOf(claim(t, st, 1),
+		eventJSON("e3", "step.succeeded", "r1", t0.Add(3*time.Second), 1, "")))
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events)
+	steps, err := st.ListSteps(ctx)
+	require.NoError(t, err)
+	require.Len(t, steps, 1)
+	require.Equal(t, "succeeded", steps[0].Status)
+	require.Equal(t, int64(2), steps[0].EventCount)
+	require.Equal(t, int64(2000), steps[0].DurationMS.Int64)
+}
