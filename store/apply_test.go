@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
@@ -330,3 +331,72 @@ func TestApplyMergesWhenARunIsStoredMeanwhile(t *testing.T) {
 	require.Equal(t, int64(2), steps[0].EventCount)
 	require.Equal(t, int64(2000), steps[0].DurationMS.Int64)
 }
+
+// TestConcurrentBatchesOfOneRunMergeAsProject: the events of each run are
+// spread over four partitions whose batches apply at once, so that
+// batches race to store a run's first rows; the rows end as the
+// projection of all the events computed in Go, for runs and steps.
+func TestConcurrentBatchesOfOneRunMergeAsProject(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	st := storetest.New(t)
+	types := []string{"run.queued", "run.started", "run.succeeded", "run.failed",
+		"step.started", "step.succeeded", "step.failed", "step.skipped"}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	const partitions = 4
+	queues := make([][][]byte, partitions)
+	var all []model.Event
+	for i := range 3000 {
+		run := fmt.Sprintf("run-%d", i/12) // 12 events a run, one after another
+		v := eventJSON(fmt.Sprintf("e%d", i), types[rng.IntN(len(types))], run,
+			t0.Add(time.Duration(rng.IntN(600))*time.Second), 1+rng.IntN(2), "")
+		ev, err := model.Decode(v)
+		require.NoError(t, err)
+		all = append(all, ev)
+		p := rng.IntN(partitions)
+		queues[p] = append(queues[p], v)
+	}
+	var g errgroup.Group
+	for p := range partitions {
+		lease := claim(t, st, int32(p))
+		g.Go(func() error {
+			for q := queues[p]; len(q) > 0; {
+				n := min(len(q), 1+rng2(p, len(q)))
+				b := batchOf(lease, q[:n]...)
+				q = q[n:]
+				if _, err := st.Apply(ctx, b); err != nil {
+					return err
+				}
+				lease.NextOffset = b.End
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+
+	byRun := map[string][]model.Event{}
+	for _, e := range all {
+		byRun[e.WorkflowRunID] = append(byRun[e.WorkflowRunID], e)
+	}
+	runs, err := st.ListRuns(ctx)
+	require.NoError(t, err)
+	require.Len(t, runs, len(byRun))
+	for _, row := range runs {
+		want := model.Project(byRun[row.WorkflowRunID])
+		require.True(t, want.Equal(row.Run), "run %s:\nwant %+v\ngot  %+v", row.WorkflowRunID, want, row.Run)
+	}
+	wantSteps := model.ProjectSteps(all)
+	steps, err := st.ListSteps(ctx)
+	require.NoError(t, err)
+	require.Len(t, steps, len(wantSteps))
+	for i := range steps {
+		require.True(t, wantSteps[i].Equal(steps[i].Step), "step %d:\nwant %+v\ngot  %+v", i, wantSteps[i], steps[i].Step)
+	}
+}
+
+// rng2 is a batch size for partition p's next batch: small and varied,
+// so that a run's rows are raced for often; deterministic per call.
+func rng2(p, left int) int { return (p*7 + left*13) % 25 }
