@@ -570,14 +570,15 @@ func (m *Metrics) batchApplied(b *model.Batch, res model.Applied, took time.Dura
 	for t, n := range countEventTypes(res) {
 		m.events.WithLabelValues(t).Add(float64(n))
 	}
-	if res.DeadLetters == len(b.DeadLetters) {
+	m.deadLetters.WithLabelValues(model.ReasonBeforeHorizon).Add(float64(res.BeforeHorizon))
+	if invalid := res.DeadLetters - res.BeforeHorizon; invalid == len(b.DeadLetters) {
 		for _, d := range b.DeadLetters {
 			m.deadLetters.WithLabelValues(d.Reason).Inc()
 		}
-	} else if res.DeadLetters > 0 {
+	} else if invalid > 0 {
 		// Some were stored before (the offset was moved back by hand):
 		// which ones is not known.
-		m.deadLetters.WithLabelValues(labelUnattributed).Add(float64(res.DeadLetters))
+		m.deadLetters.WithLabelValues(labelUnattributed).Add(float64(invalid))
 	}
 }
 

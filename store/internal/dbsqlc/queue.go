@@ -9,6 +9,7 @@ package dbsqlc
 import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // QueueLockOffset queues LockOffset; the row is scanned into out.
@@ -41,6 +42,26 @@ func QueueInsertEvents(b *pgx.Batch, arg InsertEventsParams, out *[]string) {
 // out.
 func QueueExistingRuns(b *pgx.Batch, workflowRunIds []string, out map[string]bool) {
 	b.Queue(existingRuns, workflowRunIds).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			out[id] = true
+		}
+		return rows.Err()
+	})
+}
+
+// QueueHorizon queues Horizon; the horizon is scanned into out.
+func QueueHorizon(b *pgx.Batch, out *pgtype.Timestamptz) {
+	b.Queue(horizon).QueryRow(func(row pgx.Row) error { return row.Scan(out) })
+}
+
+// QueueStoredEventIDs queues StoredEventIDs; the stored event_ids are
+// added to out.
+func QueueStoredEventIDs(b *pgx.Batch, eventIds []string, out map[string]bool) {
+	b.Queue(storedEventIDs, eventIds).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
