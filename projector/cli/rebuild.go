@@ -59,6 +59,9 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	if errors.Is(err, store.ErrUnknownProjection) {
 		return usageError{err}
 	}
+	if errors.Is(err, store.ErrPrunedHistory) {
+		return fmt.Errorf("%w; --keep-pruned-runs rebuilds the other runs and keeps their rows as they are", err)
+	}
 	if err != nil {
 		return err
 	}
