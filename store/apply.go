@@ -39,8 +39,8 @@ import (
 // merged (INSERT ... ON CONFLICT DO UPDATE), and the rows of the others
 // are inserted as they are, which costs PostgreSQL a third less (no
 // speculative insertion). When a concurrent batch stored such a run in
-// between, the insert fails, and the batch is applied again merging every
-// row.
+// between, the insert fails, and the batch is applied again, looking its
+// runs up anew.
 func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	l := b.Lease
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
@@ -54,16 +54,23 @@ func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error
 	w := s.newWork(b, s.dups.met(tp))
 	defer func() { w.release() }()
 	res, stored, err := s.apply(ctx, w)
-	conflicts := 0
-	// Each way of failing but the first turns itself off; the horizon
-	// moves only forward, and rarely.
+	conflicts, taken := 0, 0
+	// A duplicate turns the fast way off. A run taken meanwhile makes the
+	// batch look its runs up again, in a new transaction (never merge the
+	// rows of runs it did not see stored: such a merge may wait on
+	// another batch's insert while that one waits on it, a deadlock); a
+	// batch that keeps meeting them fails, and the worker tries it again
+	// after a backoff. The horizon moves only forward, and rarely.
 	for again := true; again; {
 		switch {
 		case errors.Is(err, errHorizonMoved):
+			probeSteps := w.probeSteps
 			w.release()
 			w = s.newWork(b, w.safe)
-		case errors.Is(err, errRunTaken):
-			w.insertNewRuns = false
+			w.probeSteps = probeSteps
+		case errors.Is(err, errRunTaken) && taken < maxRunTaken:
+			taken++
+			w.probeSteps = true
 		case errors.Is(err, errStoredDuplicate):
 			conflicts = 1
 			s.dups.set(tp, true)
@@ -90,6 +97,10 @@ var errStoredDuplicate = errors.New("an event_id of the batch is already stored"
 // errHorizonMoved: a prune moved the retention horizon since the batch was
 // prepared with the one the store knew.
 var errHorizonMoved = errors.New("the retention horizon moved")
+
+// maxRunTaken is how many times in a row Apply tries a batch again that
+// meets errRunTaken.
+const maxRunTaken = 10
 
 // errRunTaken: a run that was not stored when the batch began was stored
 // by a concurrent batch before this one inserted its rows.
@@ -118,16 +129,18 @@ type work struct {
 	copyBuf *[]byte
 	merges  []merge
 	dead    dbsqlc.InsertDeadLettersParams
-	// runIDs are the distinct runs of recs. While insertNewRuns is set,
-	// the transaction asks which of them are stored, and the built-in
-	// projections insert the rows of the others instead of merging them.
-	runIDs        []string
-	insertNewRuns bool
+	// runIDs are the distinct runs of recs: the transaction asks which of
+	// them are stored, and the built-in projections insert the rows of the
+	// others instead of merging them.
+	runIDs []string
+	// probeSteps: look up the runs that have steps stored too (once an
+	// insert met a stored row: a run deleted by hand may have left steps).
+	probeSteps bool
 }
 
 func (s *Store) newWork(b *model.Batch, safe bool) *work {
 	l := b.Lease
-	w := &work{b: b, safe: safe, insertNewRuns: true, horizon: s.knownHorizon()}
+	w := &work{b: b, safe: safe, horizon: s.knownHorizon()}
 	w.recs, w.old = holdBack(b.UniqueRecords(), w.horizon)
 	w.runIDs = distinctRuns(w.recs)
 	if len(b.DeadLetters) > 0 {
@@ -188,16 +201,20 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	first.Queue(retentionLock)
 	var horizon pgtype.Timestamptz
 	dbsqlc.QueueHorizon(first, &horizon)
+	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
+	// What is stored is read once the offset row is locked: no reset or
+	// rebuild (which delete events and runs) runs from then on until the
+	// commit, so the stored runs stay stored, and only concurrent batches
+	// add to them.
 	var storedOld map[string]bool
 	if len(w.old) > 0 {
 		storedOld = make(map[string]bool, len(w.old))
 		dbsqlc.QueueStoredEventIDs(first, eventIDs(w.old), storedOld)
 	}
-	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
-	var storedRuns map[string]bool // nil: merge every row
-	if w.insertNewRuns && len(w.runIDs) > 0 {
+	var storedRuns map[string]bool
+	if len(w.runIDs) > 0 {
 		storedRuns = make(map[string]bool, len(w.runIDs))
-		dbsqlc.QueueExistingRuns(first, w.runIDs, storedRuns)
+		dbsqlc.QueueExistingRuns(first, w.runIDs, w.probeSteps, storedRuns)
 	}
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -255,7 +272,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	var unknown []string
 	dbsqlc.QueueUnknownProjections(second, s.names(), &unknown)
 	if err = conn.SendBatch(ctx, second).Close(); err != nil {
-		if storedRuns != nil && isBuiltinRowTaken(err) {
+		if isBuiltinRowTaken(err) {
 			return res, 0, fmt.Errorf("%w: %w", errRunTaken, err)
 		}
 		return res, 0, fmt.Errorf("merge projections and move offset: %w", err)

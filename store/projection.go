@@ -130,6 +130,11 @@ type merge struct {
 	// are stored already: dbsqlc.ExistingRuns), the rows of the other
 	// runs are inserted as they are, without ON CONFLICT, which costs
 	// PostgreSQL about a third less; with stored nil, every row is merged.
+	// The inserts go first, then the merges, each in key order: two
+	// batches then never wait for each other in a cycle. One waits for
+	// another's insert of a run new to both only while inserting in key
+	// order, and the merges touch only rows committed before the batch
+	// looked (a row the other inserts since fails its insert at once).
 	queue func(b *pgx.Batch, stored map[string]bool)
 	rows  int
 }
@@ -181,11 +186,11 @@ func (runsProjection) prepare(recs []*model.Record) merge {
 	}
 	return merge{queue: func(b *pgx.Batch, stored map[string]bool) {
 		old, fresh := splitStored(runs, func(r *model.Run) string { return r.WorkflowRunID }, stored)
-		if len(old) > 0 {
-			dbsqlc.QueueMergeRuns(b, mergeRunsParams(old))
-		}
 		if len(fresh) > 0 {
 			dbsqlc.QueueInsertRuns(b, mergeRunsParams(fresh))
+		}
+		if len(old) > 0 {
+			dbsqlc.QueueMergeRuns(b, mergeRunsParams(old))
 		}
 	}, rows: len(runs)}
 }
@@ -214,11 +219,11 @@ func (stepsProjection) prepare(recs []*model.Record) merge {
 	}
 	return merge{queue: func(b *pgx.Batch, stored map[string]bool) {
 		old, fresh := splitStored(steps, func(s *model.Step) string { return s.WorkflowRunID }, stored)
-		if len(old) > 0 {
-			dbsqlc.QueueMergeSteps(b, mergeStepsParams(old))
-		}
 		if len(fresh) > 0 {
 			dbsqlc.QueueInsertSteps(b, mergeStepsParams(fresh))
+		}
+		if len(old) > 0 {
+			dbsqlc.QueueMergeSteps(b, mergeStepsParams(old))
 		}
 	}, rows: len(steps)}
 }

@@ -140,6 +140,14 @@ ON CONFLICT (workflow_run_id) DO UPDATE SET
 -- again with merges only.
 SELECT workflow_run_id FROM workflow_runs WHERE workflow_run_id = ANY(@workflow_run_ids::text[]);
 
+-- name: ExistingRunsOrSteps :many
+-- ExistingRuns, and the runs of @workflow_run_ids that have a step stored
+-- without a run (a run row deleted by hand): after an insert met a row
+-- stored meanwhile, the batch looks up both.
+SELECT workflow_run_id FROM workflow_runs WHERE workflow_run_id = ANY(@workflow_run_ids::text[])
+UNION
+SELECT DISTINCT workflow_run_id FROM workflow_steps WHERE workflow_run_id = ANY(@workflow_run_ids::text[]);
+
 -- name: InsertRuns :exec
 -- MergeRuns for runs not stored yet: the rows as they are.
 INSERT INTO workflow_runs (

@@ -103,6 +103,35 @@ func (q *Queries) ExistingRuns(ctx context.Context, db DBTX, workflowRunIds []st
 	return items, nil
 }
 
+const existingRunsOrSteps = `-- name: ExistingRunsOrSteps :many
+SELECT workflow_run_id FROM workflow_runs WHERE workflow_run_id = ANY($1::text[])
+UNION
+SELECT DISTINCT workflow_run_id FROM workflow_steps WHERE workflow_run_id = ANY($1::text[])
+`
+
+// ExistingRuns, and the runs of @workflow_run_ids that have a step stored
+// without a run (a run row deleted by hand): after an insert met a row
+// stored meanwhile, the batch looks up both.
+func (q *Queries) ExistingRunsOrSteps(ctx context.Context, db DBTX, workflowRunIds []string) ([]string, error) {
+	rows, err := db.Query(ctx, existingRunsOrSteps, workflowRunIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var workflow_run_id string
+		if err := rows.Scan(&workflow_run_id); err != nil {
+			return nil, err
+		}
+		items = append(items, workflow_run_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getOffset = `-- name: GetOffset :one
 SELECT next_offset, lease_epoch
 FROM consumer_offsets

@@ -38,10 +38,14 @@ func QueueInsertEvents(b *pgx.Batch, arg InsertEventsParams, out *[]string) {
 	})
 }
 
-// QueueExistingRuns queues ExistingRuns; the stored run ids are added to
-// out.
-func QueueExistingRuns(b *pgx.Batch, workflowRunIds []string, out map[string]bool) {
-	b.Queue(existingRuns, workflowRunIds).Query(func(rows pgx.Rows) error {
+// QueueExistingRuns queues ExistingRuns, or ExistingRunsOrSteps when
+// steps is set; the stored run ids are added to out.
+func QueueExistingRuns(b *pgx.Batch, workflowRunIds []string, steps bool, out map[string]bool) {
+	q := existingRuns
+	if steps {
+		q = existingRunsOrSteps
+	}
+	b.Queue(q, workflowRunIds).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
