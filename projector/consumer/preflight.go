@@ -74,8 +74,7 @@ func checkBroker(cfg Config, addr string) error {
 			return &ConfigError{Broker: addr, Cause: "the listener speaks TLS and the client does not: set --kafka-tls (KAFKA_TLS=true)"}
 		}
 		if cfg.TLS != nil {
-			var alert tls.AlertError
-			if errors.As(err, &alert) {
+			if tlsAlert(err) { // TLS 1.3: the server checks the client's certificate after the client's handshake ends
 				return &ConfigError{Broker: addr, Cause: "the broker refused the TLS connection: check the client certificate (--kafka-tls-cert-file, --kafka-tls-key-file)", Err: err}
 			}
 		}
@@ -115,7 +114,6 @@ func tlsFailure(addr string, err error) error {
 	var invalid x509.CertificateInvalidError
 	var verify *tls.CertificateVerificationError
 	var header tls.RecordHeaderError
-	var alert tls.AlertError
 	switch {
 	case errors.As(err, &host):
 		return &ConfigError{Broker: addr, Cause: "the broker's certificate is not valid for this host name (hostname mismatch)", Err: err}
@@ -127,13 +125,21 @@ func tlsFailure(addr string, err error) error {
 		return &ConfigError{Broker: addr, Cause: "the broker's certificate is not trusted", Err: err}
 	case errors.As(err, &header):
 		return &ConfigError{Broker: addr, Cause: "the listener does not speak TLS: it is a plaintext listener (drop --kafka-tls, or use the TLS listener's port)"}
-	case errors.As(err, &alert):
+	case tlsAlert(err):
 		return &ConfigError{Broker: addr, Cause: "the broker refused the TLS handshake: check the client certificate (--kafka-tls-cert-file, --kafka-tls-key-file)", Err: err}
 	}
 	if speaksPlaintext(addr) {
 		return &ConfigError{Broker: addr, Cause: "the listener is plaintext and the client speaks TLS: drop --kafka-tls, or use the TLS listener's port"}
 	}
 	return fmt.Errorf("tls handshake: %w", err)
+}
+
+// tlsAlert reports whether the peer ended the TLS connection with an
+// alert (a certificate it refuses, one it requires).
+func tlsAlert(err error) bool {
+	var alert tls.AlertError
+	var op *net.OpError
+	return errors.As(err, &alert) || (errors.As(err, &op) && op.Op == "remote error")
 }
 
 // closedOrGarbled reports whether a request failed because the broker

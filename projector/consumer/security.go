@@ -139,9 +139,8 @@ func IsConfigError(err error) bool {
 	var invalid x509.CertificateInvalidError
 	var host x509.HostnameError
 	var verify *tls.CertificateVerificationError
-	var alert tls.AlertError
 	return errors.As(err, &ce) || errors.As(err, &unknownCA) || errors.As(err, &invalid) ||
-		errors.As(err, &host) || errors.As(err, &verify) || errors.As(err, &alert) ||
+		errors.As(err, &host) || errors.As(err, &verify) || tlsAlert(err) ||
 		errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, sarama.ErrUnsupportedSASLMechanism) ||
 		errors.Is(err, sarama.ErrIllegalSASLState)
 }
