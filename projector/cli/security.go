@@ -56,7 +56,7 @@ func readSecretFiles(cmd *cli.Command) error {
 		if v := os.Getenv(s.env); v != "" && cmd.String(s.flag) == v {
 			return usagef("%s and %s are both set: give one", s.env, s.fileEnv)
 		}
-		if cmd.IsSet(s.flag) {
+		if cmd.IsSet(s.flag) && cmd.String(s.flag) != "" {
 			continue // the flag wins
 		}
 		b, err := os.ReadFile(path)
