@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/projector-run/projector/projector/eventgen"
+	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/store/storetest"
+)
+
+// TestWorkerRoleOwnsNothing: migrate runs as the owner; with exactly the
+// README's GRANTs, the worker and every other command run as a role that
+// owns nothing, and that role cannot alter, drop, truncate or create a
+// table.
+func TestWorkerRoleOwnsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	roles := storetest.NewRoles(t)
+	code, _, stderr := runCLI(t, "--database-url", roles.OwnerURL, "migrate", "up")
+	require.Equal(t, 0, code, stderr)
+	owner, err := pgx.Connect(ctx, roles.OwnerURL)
+	require.NoError(t, err)
+	defer owner.Close(ctx)
+	_, err = owner.Exec(ctx, roles.READMEGrants(t))
+	require.NoError(t, err, "the README's GRANTs")
+
+	cluster := kafkatest.New(t, "lp-events", 2)
+	wl := eventgen.Generate(eventgen.Config{Seed: 51, Runs: 80, DuplicateRate: 0.1, MalformedRate: 0.05})
+	kafkatest.Produce(t, cluster, "lp-events", wl.Messages)
+	asWorker := func(args ...string) string {
+		t.Helper()
+		code, out, stderr := runCLI(t, append([]string{"--database-url", roles.WorkerURL, "--brokers", cluster.ListenAddrs()[0], "--topics", "lp-events"}, args...)...)
+		require.Equal(t, 0, code, "%v as the worker role: %s", args, stderr)
+		return out
+	}
+	worker, err := pgx.Connect(ctx, roles.WorkerURL)
+	require.NoError(t, err)
+	defer worker.Close(ctx)
+	counts := func() (events, dead int) {
+		t.Helper()
+		require.NoError(t, worker.QueryRow(ctx, `SELECT (SELECT count(*) FROM workflow_events), (SELECT count(*) FROM dead_letters)`).Scan(&events, &dead))
+		return events, dead
+	}
+
+	asWorker("run", "--until-caught-up")
+	events, dead := counts()
+	require.Equal(t, wl.Valid, events)
+	require.Equal(t, wl.Invalid, dead)
+	require.Contains(t, asWorker("offsets", "show"), "lp-events")
+	asWorker("dlq", "list")
+	asWorker("dlq", "replay")
+	asWorker("rebuild")
+	asWorker("projections", "list")
+	asWorker("offsets", "reset", "--to", "earliest")
+	events, _ = counts()
+	require.Zero(t, events, "the reset removed what it will consume again")
+	asWorker("run", "--until-caught-up")
+	events, dead = counts()
+	require.Equal(t, wl.Valid, events)
+	require.Equal(t, wl.Invalid, dead)
+
+	var owned int
+	require.NoError(t, worker.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)`).Scan(&owned))
+	require.Zero(t, owned, "the worker role owns nothing")
+	for _, stmt := range []string{
+		"ALTER TABLE workflow_runs ADD COLUMN x int",
+		"ALTER TABLE consumer_offsets DROP COLUMN next_offset",
+		"DROP TABLE workflow_events",
+		"DROP VIEW consumer_lag",
+		"TRUNCATE workflow_events",
+		"CREATE TABLE sneaky (x int)",
+		"CREATE INDEX sneaky_idx ON workflow_runs (status)",
+		"DELETE FROM goose_db_version",
+	} {
+		_, err := worker.Exec(ctx, stmt)
+		var pgErr *pgconn.PgError
+		require.True(t, errors.As(err, &pgErr), "%s: %v", stmt, err)
+		require.Equal(t, pgerrcode.InsufficientPrivilege, pgErr.Code, "%s: %v", stmt, err)
+	}
+	code, _, stderr = runCLI(t, "--database-url", roles.WorkerURL, "migrate", "down")
+	require.NotEqual(t, 0, code, "the worker role cannot roll a migration back: %s", stderr)
+	require.NotContains(t, stderr, "worker-Pa55")
+}
