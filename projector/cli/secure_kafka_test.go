@@ -332,4 +332,3 @@ func TestKafkaSecurityUsageErrors(t *testing.T) {
 		})
 	}
 }
-

@@ -50,8 +50,8 @@ func NewProducer(brokers []string, topic string, opts ...kgo.Opt) (*Producer, er
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.DefaultProduceTopic(topic),
-		kgo.ProducerBatchMaxBytes(2<<20),
-		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(2 << 20),
+		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	}, opts...)...)
 	if err != nil {
