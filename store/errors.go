@@ -91,7 +91,8 @@ func refusal(err error) string {
 
 // classify wraps err with the sentinel of package model that tells
 // the worker what to do with it: ErrRejected (the rows are to blame: split
-// the batch) or a SchemaError (the schema is broken: retry, loudly). A
+// the batch), a SchemaError (the schema is broken: retry, loudly) or
+// ErrRefused (a password, privilege or certificate: retry, loudly). A
 // ProjectionError stays as it is, whatever PostgreSQL said inside it: a
 // projection's failure is never the data's fault. Other errors are
 // returned as they are, and retried as transient.
@@ -106,6 +107,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", model.ErrRejected, err)
 	case IsSchemaError(err):
 		return &model.SchemaError{Relation: missingRelation(err), Err: err}
+	case IsConfigError(err):
+		return fmt.Errorf("%w: %w", model.ErrRefused, err)
 	}
 	return err
 }

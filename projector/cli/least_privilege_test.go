@@ -3,7 +3,11 @@ package cli
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -87,4 +91,68 @@ func TestWorkerRoleOwnsNothing(t *testing.T) {
 	code, _, stderr = runCLI(t, "--database-url", roles.WorkerURL, "migrate", "down")
 	require.NotEqual(t, 0, code, "the worker role cannot roll a migration back: %s", stderr)
 	require.NotContains(t, stderr, "worker-Pa55")
+}
+
+// TestPrivilegeRevokedWhileRunningIsRetriedLoudly: a refusal that would
+// stop the worker at start (a missing privilege) is retried once the
+// worker has run, logged at error level, with /readyz unready, and the
+// worker goes on once the privilege is back, each event applied once.
+func TestPrivilegeRevokedWhileRunningIsRetriedLoudly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	roles := storetest.NewRoles(t)
+	code, _, stderr := runCLI(t, "--database-url", roles.OwnerURL, "migrate", "up")
+	require.Equal(t, 0, code, stderr)
+	owner, err := pgx.Connect(ctx, roles.OwnerURL)
+	require.NoError(t, err)
+	defer owner.Close(ctx)
+	_, err = owner.Exec(ctx, roles.READMEGrants(t))
+	require.NoError(t, err)
+
+	cluster := kafkatest.New(t, "revoke-events", 1)
+	first := eventgen.Generate(eventgen.Config{Seed: 61, Runs: 20})
+	second := eventgen.Generate(eventgen.Config{Seed: 62, Runs: 20})
+	kafkatest.Produce(t, cluster, "revoke-events", first.Messages)
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	stderrBuf := &lockedBuffer{}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- Run(runCtx, []string{"projector", "--database-url", roles.WorkerURL, "--brokers", cluster.ListenAddrs()[0],
+			"--topics", "revoke-events", "run", "--http-addr", "127.0.0.1:0"}, io.Discard, stderrBuf)
+	}()
+	var addr string
+	waitUntil(t, time.Minute, func() bool {
+		m := addrField.FindStringSubmatch(stderrBuf.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	}, "the worker never served HTTP: %s", stderrBuf)
+	events := func() int {
+		var n int
+		require.NoError(t, owner.QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&n))
+		return n
+	}
+	waitUntil(t, time.Minute, func() bool { return events() == first.Valid }, "the first events were not applied: %s", stderrBuf)
+
+	_, err = owner.Exec(ctx, "REVOKE INSERT ON workflow_events FROM "+pgx.Identifier{roles.Worker}.Sanitize())
+	require.NoError(t, err)
+	kafkatest.Produce(t, cluster, "revoke-events", second.Messages)
+	waitUntil(t, time.Minute, func() bool {
+		return strings.Contains(stderrBuf.String(), "level=error") && strings.Contains(stderrBuf.String(), "refuse the configuration")
+	}, "the refusal was not logged at error level: %s", stderrBuf)
+	waitUntil(t, time.Minute, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, "/readyz stayed ready while the worker retried a refusal")
+
+	_, err = owner.Exec(ctx, "GRANT INSERT ON workflow_events TO "+pgx.Identifier{roles.Worker}.Sanitize())
+	require.NoError(t, err)
+	waitUntil(t, time.Minute, func() bool { return events() == first.Valid+second.Valid }, "the worker did not go on: %s", stderrBuf)
+	stop()
+	require.Equal(t, 0, <-exited, stderrBuf.String())
 }
