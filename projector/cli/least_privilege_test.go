@@ -143,12 +143,17 @@ func TestPrivilegeRevokedWhileRunningIsRetriedLoudly(t *testing.T) {
 	waitUntil(t, time.Minute, func() bool {
 		return strings.Contains(stderrBuf.String(), "level=error") && strings.Contains(stderrBuf.String(), "refuse the configuration")
 	}, "the refusal was not logged at error level: %s", stderrBuf)
+	var readyz string
 	waitUntil(t, time.Minute, func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		require.NoError(t, err)
-		resp.Body.Close()
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		readyz = string(b)
 		return resp.StatusCode == http.StatusServiceUnavailable
 	}, "/readyz stayed ready while the worker retried a refusal")
+	require.Contains(t, readyz, "permission denied for table workflow_events", "/readyz names the refusal at once, not after a retry limit")
 
 	_, err = owner.Exec(ctx, "GRANT INSERT ON workflow_events TO "+pgx.Identifier{roles.Worker}.Sanitize())
 	require.NoError(t, err)
