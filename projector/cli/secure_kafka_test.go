@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -16,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/projector-run/projector/projector/eventgen"
@@ -330,5 +333,47 @@ func TestKafkaSecurityUsageErrors(t *testing.T) {
 			require.Equal(t, 2, code, stderr)
 			require.Contains(t, stderr, tc.want)
 		})
+	}
+}
+
+// TestEverySASLMechanismOverPlaintextAndTLS: the worker authenticates
+// with each mechanism, over a plaintext and a TLS listener, and applies a
+// small workload to its caught-up exit.
+func TestEverySASLMechanismOverPlaintextAndTLS(t *testing.T) {
+	t.Parallel()
+	const user, password = "projector", "mech-Pa55"
+	ca := newTestCA(t)
+	serverTLS := ca.serverTLS(ca.server("broker", "127.0.0.1"), false)
+	for _, mech := range []struct {
+		name string
+		kgo  sasl.Mechanism
+	}{
+		{"PLAIN", plain.Auth{User: user, Pass: password}.AsMechanism()},
+		{"SCRAM-SHA-256", scram.Auth{User: user, Pass: password}.AsSha256Mechanism()},
+		{"SCRAM-SHA-512", scram.Auth{User: user, Pass: password}.AsSha512Mechanism()},
+	} {
+		for _, withTLS := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s tls=%v", mech.name, withTLS), func(t *testing.T) {
+				t.Parallel()
+				opts := []kfake.Opt{kfake.EnableSASL(), kfake.Superuser(mech.name, user, password)}
+				produce := []kgo.Opt{kgo.SASL(mech.kgo)}
+				args := []string{"--kafka-sasl-mechanism", mech.name, "--kafka-sasl-username", user, "--kafka-sasl-password", password}
+				if withTLS {
+					opts = append(opts, kfake.TLS(serverTLS))
+					produce = append(produce, kgo.DialTLSConfig(ca.clientTLS()))
+					args = append(args, "--kafka-tls", "--kafka-tls-ca-file", ca.CAFile)
+				}
+				cluster := kafkatest.New(t, "workflow-events", 2, opts...)
+				wl := eventgen.Generate(eventgen.Config{Seed: 71, Runs: 20})
+				kafkatest.ProduceWith(t, cluster, "workflow-events", wl.Messages, produce...)
+				dbURL := storetest.URL(t)
+				code, _, stderr := runCLI(t, append(append([]string{"--database-url", dbURL, "--brokers", cluster.ListenAddrs()[0]}, args...), "run", "--until-caught-up")...)
+				require.Equal(t, 0, code, stderr)
+				require.Contains(t, stderr, "kafka_sasl="+mech.name)
+				var events int
+				require.NoError(t, storetest.Open(t, dbURL).Pool().QueryRow(context.Background(), `SELECT count(*) FROM workflow_events`).Scan(&events))
+				require.Equal(t, wl.Valid, events)
+			})
+		}
 	}
 }
