@@ -206,6 +206,9 @@ func TestKafkaRefusalsExitTwoWithOneLine(t *testing.T) {
 			[]kfake.Opt{kfake.TLS(ca.serverTLS(good, false))}, nil, nil, "the listener speaks TLS"},
 		{"no client certificate for mutual TLS",
 			[]kfake.Opt{kfake.TLS(ca.serverTLS(good, true))}, tlsArgs(ca.CAFile), nil, "check the client certificate"},
+		{"SASL against a listener without SASL",
+			nil, []string{"--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-username", user, "--kafka-sasl-password", password},
+			nil, "refused the SASL SCRAM-SHA-512 credentials"},
 		{"no SASL against a SASL listener",
 			[]kfake.Opt{kfake.EnableSASL(), kfake.Superuser("PLAIN", user, password)}, nil, nil, "the listener needs SASL"},
 	} {

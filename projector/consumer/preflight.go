@@ -282,7 +282,7 @@ func (p *probe) authenticate(addr string, s SASL) error {
 		return fmt.Errorf("sasl handshake: %w", kerr.ErrorForCode(r.ErrorCode))
 	}
 
-	refused := &ConfigError{Broker: addr, Cause: fmt.Sprintf("the broker refused the SASL %s credentials of user %q: wrong username or password", s.Mechanism, s.Username)}
+	refused := &ConfigError{Broker: addr, Cause: fmt.Sprintf("the broker refused the SASL %s credentials of user %q: wrong username or password, or no such user on this listener", s.Mechanism, s.Username)}
 	send := func(auth []byte) ([]byte, error) {
 		req := kmsg.NewPtrSASLAuthenticateRequest()
 		req.SASLAuthBytes = auth
