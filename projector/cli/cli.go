@@ -50,7 +50,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, projectio
 	var ue usageError
 	var kafkaRefused *consumer.ConfigError
 	if errors.As(err, &ue) || errors.Is(err, model.ErrProjectionNotLoaded) || errors.Is(err, store.ErrBuilding) ||
-		errors.As(err, &kafkaRefused) || store.IsConfigError(err) {
+		errors.Is(err, store.ErrPrunedHistory) || errors.As(err, &kafkaRefused) || store.IsConfigError(err) {
 		return exitUsage
 	}
 	return exitFailure
@@ -101,6 +101,7 @@ func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Comma
 			a.runCommand(),
 			a.offsetsCommand(),
 			a.rebuildCommand(),
+			a.pruneCommand(),
 			a.dlqCommand(),
 			a.projectionsCommand(),
 		},

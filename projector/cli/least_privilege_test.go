@@ -69,6 +69,8 @@ func TestWorkerRoleOwnsNothing(t *testing.T) {
 	events, dead = counts()
 	require.Equal(t, wl.Valid, events)
 	require.Equal(t, wl.Invalid, dead)
+	asWorker("prune", "--before", "1970-01-02T00:00:00Z")
+	asWorker("prune", "--older-than", "1h", "--dry-run")
 
 	var owned int
 	require.NoError(t, worker.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)`).Scan(&owned))

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // Config configures a Worker. Flags and environment variables are bound to
@@ -63,9 +65,13 @@ type Config struct {
 	// it applied since its last such line (offset range, events, dead
 	// letters, time). Default 10s.
 	LogInterval time.Duration
-	// Observer, when set, is told about batches, claims, fences, retries
-	// and rebalances, e.g. a *Metrics. Default none.
+	// Observer, when set, is told about claims, fences, retries and
+	// rebalances, e.g. a *Metrics. Default none.
 	Observer Observer
+	// Middleware decorates the apply step, outermost first: each attempt
+	// at a batch goes through it to the Sink's Apply, e.g.
+	// Metrics.Measure. Default none.
+	Middleware []Middleware
 	// TLS, when set, encrypts every connection to the brokers and
 	// verifies their certificates (LoadTLS builds it from PEM files).
 	// Default nil: plaintext.
@@ -73,6 +79,13 @@ type Config struct {
 	// SASL authenticates every connection to the brokers. Default none.
 	SASL SASL
 }
+
+// ApplyFunc is the apply step: one attempt at writing a batch (Sink.Apply).
+type ApplyFunc func(ctx context.Context, b *model.Batch) (model.Applied, error)
+
+// Middleware decorates the apply step: it returns an ApplyFunc that calls
+// next, with something around it (metrics, tracing).
+type Middleware func(next ApplyFunc) ApplyFunc
 
 // SASL mechanisms the brokers may ask for.
 const (
