@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"regexp"
@@ -97,7 +99,8 @@ func refusal(err error) string {
 
 // classify wraps err with the sentinel of package model that tells
 // the worker what to do with it: ErrRejected (the rows are to blame: split
-// the batch) or a SchemaError (the schema is broken: retry, loudly). A
+// the batch), a SchemaError (the schema is broken: retry, loudly) or
+// ErrRefused (a password, privilege or certificate: retry, loudly). A
 // ProjectionError stays as it is, whatever PostgreSQL said inside it: a
 // projection's failure is never the data's fault. Other errors are
 // returned as they are, and retried as transient.
@@ -112,6 +115,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", model.ErrRejected, err)
 	case IsSchemaError(err):
 		return &model.SchemaError{Relation: missingRelation(err), Err: err}
+	case IsConfigError(err):
+		return fmt.Errorf("%w: %w", model.ErrRefused, err)
 	}
 	return err
 }
@@ -134,6 +139,32 @@ func missingRelation(err error) string {
 		return m[1]
 	}
 	return pgErr.Message
+}
+
+// IsConfigError reports whether PostgreSQL refused the connection, or a
+// statement, for a reason that only a change of configuration mends: a
+// password it refuses, a role or database that does not exist, a missing
+// privilege, a pg_hba.conf rule, a server certificate that does not verify
+// (sslmode=verify-ca or verify-full). Retrying does not help: at start it
+// is exit code 2. A server that is down, starting or out of connections is
+// not such an error: it heals.
+func IsConfigError(err error) bool {
+	if err == nil {
+		return false
+	}
+	if pgErr := pgError(err); pgErr != nil {
+		return pgErr.Code == pgerrcode.InvalidPassword || // 28P01: password authentication failed
+			pgerrcode.IsInvalidAuthorizationSpecification(pgErr.Code) || // 28000: no such role, no pg_hba.conf entry
+			pgErr.Code == pgerrcode.InvalidCatalogName || // 3D000: no such database
+			pgErr.Code == pgerrcode.InsufficientPrivilege // 42501: no CONNECT, or a missing GRANT
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var alert tls.AlertError
+	return errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &host) ||
+		errors.As(err, &verify) || errors.As(err, &alert)
 }
 
 // IsNotMigrated reports whether err says the schema is behind the binary.

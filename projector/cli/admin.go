@@ -34,6 +34,9 @@ func (a *app) openReady(ctx context.Context, cmd *cli.Command) (*store.Store, er
 	defer cancel()
 	if err := st.Ping(pctx); err != nil {
 		st.Close()
+		if store.IsConfigError(err) {
+			return nil, databaseRefused(cmd.String("database-url"), errors.New(flatten(err)))
+		}
 		return nil, fmt.Errorf("connect to database %s: %s", store.RedactURL(cmd.String("database-url")), flatten(err))
 	}
 	m, err := st.NewMigrator()
@@ -46,6 +49,9 @@ func (a *app) openReady(ctx context.Context, cmd *cli.Command) (*store.Store, er
 		st.Close()
 		if store.IsNotMigrated(err) {
 			return nil, usageError{err}
+		}
+		if store.IsConfigError(err) {
+			return nil, databaseRefused(cmd.String("database-url"), err)
 		}
 		return nil, err
 	}

@@ -48,8 +48,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, projectio
 	}
 	fmt.Fprintf(stderr, "projector: %s\n", oneLine(err))
 	var ue usageError
+	var kafkaRefused *consumer.ConfigError
 	if errors.As(err, &ue) || errors.Is(err, model.ErrProjectionNotLoaded) || errors.Is(err, store.ErrBuilding) ||
-		errors.Is(err, store.ErrPrunedHistory) {
+		errors.Is(err, store.ErrPrunedHistory) || errors.As(err, &kafkaRefused) || store.IsConfigError(err) {
 		return exitUsage
 	}
 	return exitFailure
@@ -84,12 +85,15 @@ func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Comma
 			&cli.StringFlag{Name: "brokers", Value: strings.Join(def.Brokers, ","), Usage: "Kafka bootstrap brokers, comma-separated", Sources: cli.EnvVars("KAFKA_BROKERS")},
 			&cli.StringFlag{Name: "topics", Value: strings.Join(def.Topics, ","), Usage: "topics to consume, comma-separated", Sources: cli.EnvVars("KAFKA_TOPICS")},
 			&cli.StringFlag{Name: "group", Value: def.Group, Usage: "Kafka consumer group; also keys the stored offsets", Sources: cli.EnvVars("KAFKA_GROUP_ID")},
-			&cli.StringFlag{Name: "database-url", Value: store.DefaultURL, Usage: "PostgreSQL connection URL", Sources: cli.EnvVars("DATABASE_URL")},
+			&cli.StringFlag{Name: "database-url", Value: store.DefaultURL, Usage: "PostgreSQL connection URL (or DATABASE_URL_FILE: a file that holds it)", Sources: cli.EnvVars("DATABASE_URL")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", Sources: cli.EnvVars("LOG_LEVEL")},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text, or json for machines", Sources: cli.EnvVars("LOG_FORMAT")},
 		},
 		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
-			return ctx, a.setupLogging(cmd.String("log-level"), cmd.String("log-format"))
+			if err := a.setupLogging(cmd.String("log-level"), cmd.String("log-format")); err != nil {
+				return ctx, err
+			}
+			return ctx, readSecretFiles(cmd)
 		},
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
 		Commands: []*cli.Command{
@@ -102,6 +106,7 @@ func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Comma
 			a.projectionsCommand(),
 		},
 	}
+	root.Flags = append(root.Flags, securityFlags()...) // security.go
 	markUsageErrors(root)
 	return root
 }

@@ -70,10 +70,16 @@ func (a *app) connectBroker(cmd *cli.Command, topics []string) (*broker, error) 
 	cfg.Topics = topics
 	cfg.Group = cmd.String("group")
 	cfg.KafkaVersion = cmd.String("kafka-version")
+	if err := a.kafkaSecurity(cmd, &cfg); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, usageError{err}
 	}
 	c, err := consumer.DialCluster(cfg)
+	if ce := (*consumer.ConfigError)(nil); errors.As(err, &ce) {
+		return nil, usageError{err}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -57,6 +57,9 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	cfg.UntilCaughtUp = cmd.Bool("until-caught-up")
 	cfg.MirrorOffsets = cmd.Bool("mirror-offsets")
 	cfg.InstanceID = cmd.String("group-instance-id")
+	if err := a.kafkaSecurity(cmd, &cfg); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -76,7 +79,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	a.log.WithFields(logrus.Fields{
 		"database": store.RedactURL(cmd.String("database-url")), "brokers": cfg.Brokers,
 		"topics": cfg.Topics, "group": cfg.Group,
-	}).Info("starting")
+	}).WithFields(kafkaFields(cfg)).Info("starting")
 
 	// The HTTP endpoint serves from the start, also while PostgreSQL is
 	// awaited, and stops when the worker does.
@@ -112,15 +115,18 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	}
 	g.Go(func() error {
 		defer stopServing()
-		return a.runWorker(gctx, cmd, st, w, metrics)
+		return a.runWorker(gctx, cmd, st, w, metrics, cfg)
 	})
 	return g.Wait()
 }
 
 // runWorker waits for the database, then runs the worker until ctx ends (or
 // it has caught up, with --until-caught-up) and logs what it did.
-func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *consumer.Worker, m *consumer.Metrics) error {
-	if err := a.checkSchema(ctx, st); err != nil || ctx.Err() != nil {
+func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *consumer.Worker, m *consumer.Metrics, cfg consumer.Config) error {
+	if err := a.checkSchema(ctx, cmd, st); err != nil || ctx.Err() != nil {
+		return err
+	}
+	if err := a.checkKafka(ctx, cfg); err != nil || ctx.Err() != nil {
 		return err
 	}
 	if err := a.setupProjections(ctx, st); err != nil {
@@ -156,8 +162,10 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 }
 
 // checkSchema waits for PostgreSQL (retrying, it may be starting) and
-// fails when the database lacks this binary's migrations.
-func (a *app) checkSchema(ctx context.Context, st *store.Store) error {
+// fails when the database lacks this binary's migrations or refuses the
+// connection for a reason only a change of configuration mends (a wrong
+// password, a role or database that does not exist, a certificate).
+func (a *app) checkSchema(ctx context.Context, cmd *cli.Command, st *store.Store) error {
 	m, err := st.NewMigrator()
 	if err != nil {
 		return err
@@ -167,6 +175,9 @@ func (a *app) checkSchema(ctx context.Context, st *store.Store) error {
 		err := m.CheckCurrent(ctx)
 		if store.IsNotMigrated(err) {
 			return struct{}{}, backoff.Permanent(usageError{err})
+		}
+		if store.IsConfigError(err) {
+			return struct{}{}, backoff.Permanent(databaseRefused(cmd.String("database-url"), err))
 		}
 		return struct{}{}, err
 	}, backoff.WithBackOff(retrypolicy.NewBackOff(200*time.Millisecond, 10*time.Second)), backoff.WithMaxElapsedTime(0),

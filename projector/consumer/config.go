@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -71,6 +72,12 @@ type Config struct {
 	// at a batch goes through it to the Sink's Apply, e.g.
 	// Metrics.Measure. Default none.
 	Middleware []Middleware
+	// TLS, when set, encrypts every connection to the brokers and
+	// verifies their certificates (LoadTLS builds it from PEM files).
+	// Default nil: plaintext.
+	TLS *tls.Config
+	// SASL authenticates every connection to the brokers. Default none.
+	SASL SASL
 }
 
 // ApplyFunc is the apply step: one attempt at writing a batch (Sink.Apply).
@@ -79,6 +86,41 @@ type ApplyFunc func(ctx context.Context, b *model.Batch) (model.Applied, error)
 // Middleware decorates the apply step: it returns an ApplyFunc that calls
 // next, with something around it (metrics, tracing).
 type Middleware func(next ApplyFunc) ApplyFunc
+
+// SASL mechanisms the brokers may ask for.
+const (
+	SASLPlain       = "PLAIN"
+	SASLSCRAMSHA256 = "SCRAM-SHA-256"
+	SASLSCRAMSHA512 = "SCRAM-SHA-512"
+)
+
+// SASL is how the worker authenticates to the brokers.
+type SASL struct {
+	// Mechanism is SASLPlain, SASLSCRAMSHA256 or SASLSCRAMSHA512; empty
+	// for none. Default empty.
+	Mechanism string
+	// Username and Password are the credentials. Default empty.
+	Username string
+	Password Secret
+}
+
+// Secret is a value that must never be printed: fmt, logs and errors
+// show it as "[redacted]". Reveal returns the value itself.
+type Secret string
+
+// Reveal returns the secret itself, for the one place that sends it.
+func (s Secret) Reveal() string { return string(s) }
+
+// String hides the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString hides the secret from %#v.
+func (s Secret) GoString() string { return s.String() }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
@@ -149,6 +191,18 @@ func (c Config) Validate() error {
 		if v, err := sarama.ParseKafkaVersion(c.KafkaVersion); err == nil && !v.IsAtLeast(sarama.V2_3_0_0) {
 			errs = append(errs, fmt.Errorf("group-instance-id: needs kafka-version 2.3.0 or later, got %s", c.KafkaVersion))
 		}
+	}
+	switch c.SASL.Mechanism {
+	case "":
+		if c.SASL.Username != "" || c.SASL.Password != "" {
+			errs = append(errs, errors.New("kafka-sasl-username, kafka-sasl-password: need --kafka-sasl-mechanism"))
+		}
+	case SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512:
+		if c.SASL.Username == "" || c.SASL.Password == "" {
+			errs = append(errs, fmt.Errorf("kafka-sasl-mechanism: %s needs --kafka-sasl-username and a password (--kafka-sasl-password, KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE)", c.SASL.Mechanism))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("kafka-sasl-mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.SASL.Mechanism))
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("retry: need 0 < min <= max, got %s and %s", c.RetryMin, c.RetryMax))

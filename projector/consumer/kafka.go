@@ -41,6 +41,7 @@ func NewSaramaConfig(cfg Config, kind ClientKind) *sarama.Config {
 	sc.Version, _ = sarama.ParseKafkaVersion(cfg.KafkaVersion) // checked by Validate
 	sc.Metadata.AllowAutoTopicCreation = false
 	sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	applySecurity(sc, cfg) // TLS and SASL, security.go
 	if kind == LookupClient {
 		sc.Net.DialTimeout = lookupTimeout
 		sc.Net.ReadTimeout = lookupTimeout
@@ -93,8 +94,17 @@ type Cluster struct {
 	client sarama.Client
 }
 
-// DialCluster connects a look-up client to cfg.Brokers.
+// DialCluster checks that a broker accepts the configuration (a refusal
+// is a *ConfigError naming its cause, preflight.go) and connects a look-up
+// client to cfg.Brokers.
 func DialCluster(cfg Config) (*Cluster, error) {
+	if err := CheckBrokers(cfg); err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("connect to kafka at %s: %w", strings.Join(cfg.Brokers, ","), err)
+	}
 	client, err := sarama.NewClient(cfg.Brokers, NewSaramaConfig(cfg, LookupClient))
 	if err != nil {
 		return nil, fmt.Errorf("connect to kafka at %s: %w", strings.Join(cfg.Brokers, ","), err)

@@ -44,13 +44,24 @@ func (w *Worker) retried(log logrus.FieldLogger, what string, err error, next ti
 		l.WithField("relation", se.Relation).Error(what + " failed: the database schema is broken; retrying until it is restored")
 		return
 	}
+	if refused(err) {
+		l.Error(what + " failed: the brokers or the database refuse the configuration (credentials, certificates, privileges); retrying until it is fixed")
+		return
+	}
 	l.Warn(what + " failed; retrying")
 }
 
+// refused reports whether err says the brokers (IsConfigError) or
+// PostgreSQL (model.ErrRefused) refuse the configuration.
+func refused(err error) bool {
+	return IsConfigError(err) || errors.Is(err, model.ErrRefused)
+}
+
 // stuck reports whether err is a failure that retrying alone will not
-// mend: a broken schema or a failing projection (Worker.Stuck).
+// mend: a broken schema, a failing projection, a configuration the brokers
+// or the database refuse (Worker.Stuck).
 func stuck(err error) bool {
 	var se *model.SchemaError
 	var pe *model.ProjectionError
-	return errors.As(err, &se) || errors.As(err, &pe)
+	return errors.As(err, &se) || errors.As(err, &pe) || refused(err)
 }

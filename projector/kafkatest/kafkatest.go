@@ -44,15 +44,16 @@ type Producer struct {
 	topic string
 }
 
-// NewProducer connects a producer.
-func NewProducer(brokers []string, topic string) (*Producer, error) {
-	cl, err := kgo.NewClient(
+// NewProducer connects a producer; opts add to its client's options
+// (TLS, SASL for a secured cluster).
+func NewProducer(brokers []string, topic string, opts ...kgo.Opt) (*Producer, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.DefaultProduceTopic(topic),
-		kgo.ProducerBatchMaxBytes(2<<20),
-		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(2 << 20),
+		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect producer: %w", err)
 	}
@@ -99,6 +100,20 @@ func ProduceAt(t testing.TB, c *kfake.Cluster, topic string, msgs []model.Messag
 	}
 	defer p.Close()
 	if err := p.produce(context.Background(), msgs, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ProduceWith is Produce on a client with opts added to its options: TLS
+// and SASL for a secured cluster.
+func ProduceWith(t testing.TB, c *kfake.Cluster, topic string, msgs []model.Message, opts ...kgo.Opt) {
+	t.Helper()
+	p, err := NewProducer(c.ListenAddrs(), topic, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Produce(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
 }
