@@ -49,6 +49,10 @@ func (a *app) openReady(ctx context.Context, cmd *cli.Command) (*store.Store, er
 		}
 		return nil, err
 	}
+	if err := a.checkSQLProjections(ctx, st); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return st, nil
 }
 

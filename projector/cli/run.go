@@ -122,6 +122,9 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	if err := a.checkSchema(ctx, st); err != nil || ctx.Err() != nil {
 		return err
 	}
+	if err := a.checkSQLProjections(ctx, st); err != nil {
+		return err
+	}
 	if err := a.setupProjections(ctx, st); err != nil {
 		return err
 	}
