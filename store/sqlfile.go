@@ -30,8 +30,11 @@ var sqlSections = []string{"Setup", "Apply", "Forget"}
 type sqlSection struct {
 	name string
 	text string
-	// line is the file's line number (1-based) of the text's first line.
-	line int
+	// line is the file's line number (1-based) of the text's first line;
+	// last, of its last line with code.
+	line, last int
+	// statements are the text's statements.
+	statements []statement
 }
 
 // SQLFileError is a projection file that does not parse, or whose SQL
@@ -41,7 +44,10 @@ type SQLFileError struct {
 	File    string
 	Section string // "" when the file as a whole is wrong
 	Line    int    // 0 when not known
-	Err     error
+	// FirstLine and LastLine are the section's lines, when Line is not
+	// known.
+	FirstLine, LastLine int
+	Err                 error
 }
 
 func (e *SQLFileError) Error() string {
@@ -52,6 +58,9 @@ func (e *SQLFileError) Error() string {
 	}
 	if e.Section != "" {
 		b.WriteString(": section " + e.Section)
+		if e.Line == 0 && e.FirstLine > 0 {
+			fmt.Fprintf(&b, " (lines %d-%d)", e.FirstLine, e.LastLine)
+		}
 	}
 	b.WriteString(": ")
 	var pe *pgconn.PgError
@@ -122,6 +131,12 @@ func parseSQLFile(file, src string) (map[string]sqlSection, error) {
 		if err != nil {
 			return nil, &SQLFileError{File: file, Section: name, Line: s.line + err.line, Err: err}
 		}
+		s.statements = stmts
+		if len(stmts) > 0 {
+			lst := stmts[len(stmts)-1]
+			s.last = s.line + lst.line + strings.Count(strings.TrimSpace(stripComments(lst.text)), "\n")
+		}
+		sections[name] = s
 		if len(stmts) == 0 {
 			return nil, &SQLFileError{File: file, Section: name, Line: s.line, Err: errors.New("has no SQL statement")}
 		}
@@ -159,11 +174,11 @@ var transactionControl = map[string]bool{
 	"SAVEPOINT": true, "RELEASE": true, "PREPARE": true, "VACUUM": true,
 }
 
-// statement is one statement of a section: its text, and the line of the
-// section (0-based) it starts on.
+// statement is one statement of a section: its text, the line of the
+// section (0-based) the text starts on, and the line its code starts on.
 type statement struct {
-	text string
-	line int
+	text        string
+	first, line int
 }
 
 // lexError is SQL the splitter cannot read to its end; line is 0-based
@@ -184,7 +199,7 @@ func splitStatements(sql string) ([]statement, *lexError) {
 	start, line, startLine := 0, 0, 0
 	emit := func(end int) {
 		if s := sql[start:end]; hasCode(s) {
-			out = append(out, statement{text: s, line: startLine + leadingLines(s)})
+			out = append(out, statement{text: s, first: startLine, line: startLine + leadingLines(s)})
 		}
 	}
 	for i := 0; i < len(sql); {

@@ -108,12 +108,30 @@ func (p *sqlProjection) fileError(s sqlSection, err error) error {
 	if !errors.As(err, &pe) {
 		return fmt.Errorf("%s: section %s: %w", p.file, s.name, err)
 	}
-	line := lineOf(s.text, pe.Position, s.line)
-	if line == 0 {
-		// No position: the section's first statement line.
-		line = s.line + leadingLines(s.text)
+	// Without a position, the whole section sent at once says no more
+	// than its lines.
+	return &SQLFileError{File: p.file, Section: s.name, Line: lineOf(s.text, pe.Position, s.line),
+		FirstLine: s.line + leadingLines(s.text), LastLine: s.last, Err: err}
+}
+
+// check runs a section one statement at a time, so that an error names
+// the statement's line even when PostgreSQL gives no position.
+func (p *sqlProjection) check(ctx context.Context, db DB, section string) error {
+	s := p.sections[section]
+	for _, st := range s.statements {
+		if _, err := db.Exec(ctx, st.text); err != nil {
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) {
+				return fmt.Errorf("%s: section %s: %w", p.file, s.name, err)
+			}
+			line := lineOf(st.text, pe.Position, s.line+st.first)
+			if line == 0 {
+				line = s.line + st.line
+			}
+			return &SQLFileError{File: p.file, Section: s.name, Line: line, Err: err}
+		}
 	}
-	return &SQLFileError{File: p.file, Section: s.name, Line: line, Err: err}
+	return nil
 }
 
 // isSQL reports whether p is a projection in SQL.
@@ -239,7 +257,7 @@ func unwrapPath(err error) error {
 // database, changing nothing: in a transaction that is rolled back, each
 // runs its Setup, then its Apply with new_events empty and its Forget
 // with forgotten_runs empty, so that PostgreSQL checks every statement,
-// relation and column they name. The files PostgreSQL refuses are
+// relation and column they name, one statement at a time. The files PostgreSQL refuses are
 // *SQLFileErrors, joined.
 func (s *Store) CheckSQLProjections(ctx context.Context) error {
 	var ps []*sqlProjection
@@ -266,7 +284,7 @@ func (s *Store) CheckSQLProjections(ctx context.Context) error {
 			return fmt.Errorf("check projections in SQL: %w", err)
 		}
 		for _, name := range sqlSections {
-			err := p.run(ctx, tx, name)
+			err := p.check(ctx, tx, name)
 			var fe *SQLFileError
 			if errors.As(err, &fe) {
 				errs = append(errs, fe)
