@@ -216,24 +216,12 @@ func splitStatements(sql string) ([]statement, *lexError) {
 				i += j
 			}
 		case c == '/' && strings.HasPrefix(sql[i:], "/*"):
-			depth, j := 1, i+2
-			for depth > 0 {
-				if j >= len(sql) {
-					return nil, &lexError{"a /* comment is not closed", line}
-				}
-				switch {
-				case strings.HasPrefix(sql[j:], "/*"):
-					depth++
-					j += 2
-				case strings.HasPrefix(sql[j:], "*/"):
-					depth--
-					j += 2
-				default:
-					j++
-				}
+			n, ok := commentEnd(sql[i:])
+			if !ok {
+				return nil, &lexError{"a /* comment is not closed", line}
 			}
-			line += strings.Count(sql[i:j], "\n")
-			i = j
+			line += strings.Count(sql[i:i+n], "\n")
+			i += n
 		case c == '\'' || c == '"':
 			// E'...' strings take backslash escapes.
 			escapes := c == '\'' && i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !isIdent(sql[i-2]))
@@ -328,11 +316,11 @@ func stripComments(s string) string {
 				return ""
 			}
 		case strings.HasPrefix(s, "/*"):
-			if j := strings.Index(s, "*/"); j >= 0 {
-				s = s[j+2:]
-			} else {
+			j, ok := commentEnd(s)
+			if !ok {
 				return ""
 			}
+			s = s[j:]
 		default:
 			return s
 		}
@@ -362,4 +350,26 @@ func lineOf(text string, position int32, first int) int {
 		}
 	}
 	return line
+}
+
+// commentEnd returns the length of the /* comment s starts with (they
+// nest), and false if it is not closed.
+func commentEnd(s string) (int, bool) {
+	depth, j := 1, 2
+	for depth > 0 {
+		if j >= len(s) {
+			return 0, false
+		}
+		switch {
+		case strings.HasPrefix(s[j:], "/*"):
+			depth++
+			j += 2
+		case strings.HasPrefix(s[j:], "*/"):
+			depth--
+			j += 2
+		default:
+			j++
+		}
+	}
+	return j, true
 }

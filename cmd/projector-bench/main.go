@@ -49,6 +49,8 @@ type options struct {
 	extraArgs   string
 	setupSQL    string
 	workerLog   string
+	// projectionsDir: projections in SQL the worker loads.
+	projectionsDir string
 }
 
 func main() {
@@ -68,6 +70,7 @@ func main() {
 	fs.StringVar(&o.extraArgs, "args", "", "extra arguments for `projector run`, space-separated (e.g. \"--batch-size 2000\")")
 	fs.StringVar(&o.setupSQL, "setup-sql", "", "SQL to run after the migrations, for experiments (e.g. dropping an index)")
 	fs.StringVar(&o.workerLog, "worker-log", "", "also write the worker's log lines to this file")
+	fs.StringVar(&o.projectionsDir, "projections-dir", "", "projections in SQL for the worker to load (--projections-dir of projector), e.g. projector/sqlprojections/examples")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -92,7 +95,7 @@ func setup(ctx context.Context, o options, msgs []model.Message) (dbURL string, 
 	if dbURL, err = store.RecreateDatabase(ctx, o.databaseURL, "projector_bench"); err != nil {
 		return "", "", nil, err
 	}
-	if out, err := exec.Command(o.projector, "--database-url", dbURL, "migrate", "up").CombinedOutput(); err != nil {
+	if out, err := exec.Command(o.projector, append(o.rootArgs("--database-url", dbURL), "migrate", "up")...).CombinedOutput(); err != nil {
 		return "", "", nil, fmt.Errorf("migrate: %v: %s", err, out)
 	}
 	if o.setupSQL != "" {
@@ -126,9 +129,17 @@ func setup(ctx context.Context, o options, msgs []model.Message) (dbURL string, 
 	return dbURL, brokers, cluster.Close, nil
 }
 
+// rootArgs prepends the flags every command of the projector takes.
+func (o options) rootArgs(args ...string) []string {
+	if o.projectionsDir != "" {
+		return append([]string{"--projections-dir", o.projectionsDir}, args...)
+	}
+	return args
+}
+
 // worker starts `projector run` with JSON logs.
 func worker(o options, dbURL, brokers string, args ...string) (*exec.Cmd, io.ReadCloser, error) {
-	argv := append([]string{"--database-url", dbURL, "--brokers", brokers, "--log-format", "json", "run"}, args...)
+	argv := append(o.rootArgs("--database-url", dbURL, "--brokers", brokers, "--log-format", "json", "run"), args...)
 	argv = append(argv, strings.Fields(o.extraArgs)...)
 	cmd := exec.Command(o.projector, argv...)
 	stderr, err := cmd.StderrPipe()
