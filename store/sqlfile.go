@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -141,9 +142,8 @@ func parseSQLFile(file, src string) (map[string]sqlSection, error) {
 			return nil, &SQLFileError{File: file, Section: name, Line: s.line, Err: errors.New("has no SQL statement")}
 		}
 		for _, st := range stmts {
-			if kw := firstKeyword(st.text); transactionControl[kw] {
-				return nil, &SQLFileError{File: file, Section: name, Line: s.line + st.line,
-					Err: fmt.Errorf("%s: a projection runs inside the transaction that stores the events; it cannot end or control it", kw)}
+			if err := allowed(st.text); err != nil {
+				return nil, &SQLFileError{File: file, Section: name, Line: s.line + st.line, Err: err}
 			}
 		}
 	}
@@ -172,6 +172,26 @@ func markers() string {
 var transactionControl = map[string]bool{
 	"BEGIN": true, "START": true, "COMMIT": true, "END": true, "ROLLBACK": true, "ABORT": true,
 	"SAVEPOINT": true, "RELEASE": true, "PREPARE": true, "VACUUM": true,
+}
+
+// allowed refuses a statement that would end or escape the transaction,
+// or change the session beyond it (the worker's connections are shared
+// by every batch): SET is only SET LOCAL (or SET CONSTRAINTS, SET
+// TRANSACTION); no RESET, no DISCARD.
+func allowed(stmt string) error {
+	words := strings.Fields(strings.ToUpper(stripComments(stmt)))
+	if len(words) == 0 {
+		return nil
+	}
+	kw := firstKeyword(stmt)
+	switch {
+	case transactionControl[kw]:
+		return fmt.Errorf("%s: a projection runs inside the transaction that stores the events; it cannot end or control it", kw)
+	case kw == "SET" && (len(words) < 2 || !slices.Contains([]string{"LOCAL", "CONSTRAINTS", "TRANSACTION"}, words[1])),
+		kw == "RESET", kw == "DISCARD":
+		return fmt.Errorf("%s: a setting would outlive the transaction, on a connection every batch shares: use SET LOCAL", kw)
+	}
+	return nil
 }
 
 // statement is one statement of a section: its text, the line of the

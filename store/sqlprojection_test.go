@@ -53,6 +53,8 @@ SELECT 1`
 		{"-- +projector Setup\nSELECT 1;\n-- +projector Apply\nSELECT $x$ open;\n\n-- +projector Forget\nSELECT 1;\n", `d/p.sql:4: section Apply: a $x$-quoted body is not closed`},
 		{"-- +projector Setup\nSELECT 1;\n-- +projector Apply\nSELECT \"open;\n-- +projector Forget\nSELECT 1;\n", `d/p.sql:4: section Apply: a "-quoted string is not closed`},
 		{"\xff", `d/p.sql: not valid UTF-8`},
+		{"-- +projector Setup\nSELECT 1;\n-- +projector Apply\nSET LOCAL work_mem = '64MB';\nSET search_path = x;\n-- +projector Forget\nSELECT 1;\n", `d/p.sql:5: section Apply: SET: a setting would outlive the transaction`},
+		{"-- +projector Setup\nDISCARD TEMP;\n-- +projector Apply\nSELECT 1;\n-- +projector Forget\nSELECT 1;\n", `d/p.sql:2: section Setup: DISCARD: a setting would outlive`},
 	} {
 		err := load(tc.src)
 		require.ErrorContains(t, err, tc.want, "%q", tc.src)
