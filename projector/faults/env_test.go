@@ -246,7 +246,7 @@ type env struct {
 	// sqlExamples: every worker loads the examples of projections in SQL
 	// (sqlprojections), and verify checks their tables.
 	sqlExamples bool
-	logLevel string
+	logLevel    string
 
 	mu           sync.Mutex
 	workers      []*worker
