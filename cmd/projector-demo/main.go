@@ -80,7 +80,7 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "projections in SQL  %s from %s\n", names(sqlps), from)
+	fmt.Fprintf(out, "sql       projections in SQL %s, from %s\n", names(sqlps), from)
 	st, err := store.Open(ctx, store.Config{URL: dbURL, MaxConns: int32(opts.partitions + 2), Projections: sqlps})
 	if err != nil {
 		return err
