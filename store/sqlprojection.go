@@ -304,10 +304,21 @@ func (s *Store) CheckSQLProjections(ctx context.Context) error {
 // hasSQL reports whether ps has a projection in SQL.
 func hasSQL(ps []Projection) bool { return firstSQL(ps) != nil }
 
+// ErrSQLRelations means PostgreSQL refuses to create new_events and
+// forgotten_runs on a connection (the role lacks the TEMPORARY privilege
+// on the database, say): projections in SQL cannot run, and retrying does
+// not help.
+var ErrSQLRelations = errors.New("PostgreSQL refuses the temporary tables new_events and forgotten_runs " +
+	"that projections in SQL need (GRANT TEMPORARY ON DATABASE to the worker's role)")
+
 // createSQLRelations creates new_events and forgotten_runs on a new
 // connection.
 func createSQLRelations(ctx context.Context, c *pgx.Conn) error {
-	if _, err := c.Exec(ctx, sqlRelationsDDL); err != nil {
+	_, err := c.Exec(ctx, sqlRelationsDDL)
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && strings.HasPrefix(pe.Code, "42") {
+		return fmt.Errorf("%w: %w", ErrSQLRelations, err)
+	}
+	if err != nil {
 		return fmt.Errorf("create new_events and forgotten_runs: %w", err)
 	}
 	return nil

@@ -34,7 +34,11 @@ func (a *app) openReady(ctx context.Context, cmd *cli.Command) (*store.Store, er
 	defer cancel()
 	if err := st.Ping(pctx); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("connect to database %s: %s", store.RedactURL(cmd.String("database-url")), flatten(err))
+		cerr := fmt.Errorf("connect to database %s: %s", store.RedactURL(cmd.String("database-url")), flatten(err))
+		if errors.Is(err, store.ErrSQLRelations) {
+			return nil, usageError{cerr}
+		}
+		return nil, cerr
 	}
 	m, err := st.NewMigrator()
 	if err != nil {

@@ -167,7 +167,7 @@ func (a *app) checkSchema(ctx context.Context, st *store.Store) error {
 	defer m.Close()
 	_, err = backoff.Retry(ctx, func() (struct{}, error) {
 		err := m.CheckCurrent(ctx)
-		if store.IsNotMigrated(err) {
+		if store.IsNotMigrated(err) || errors.Is(err, store.ErrSQLRelations) {
 			return struct{}{}, backoff.Permanent(usageError{err})
 		}
 		return struct{}{}, err

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/projector/eventgen"
@@ -306,4 +309,45 @@ func TestSQLProjectionFailingApplyStallsAndHeals(t *testing.T) {
 	require.Equal(t, int64(len(events)), count(t, st, `SELECT count(*) FROM workflow_events`))
 	require.Equal(t, int64(len(events)), count(t, st, `SELECT sum(n) FROM refusing`), "each event applied once to the mended projection")
 	require.Equal(t, int64(len(events)), count(t, st, `SELECT sum(n) FROM type_counts`), "and once to the other")
+}
+
+// TestSQLProjectionsNeedTemporaryTables: a role that may not create
+// temporary tables cannot run projections in SQL: every command says so,
+// exit code 2, instead of retrying as if PostgreSQL were away.
+func TestSQLProjectionsNeedTemporaryTables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := storetest.URL(t)
+	st := storetest.Open(t, dbURL)
+	role := fmt.Sprintf("sqlproj_%d", time.Now().UnixNano())
+	var db string
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT current_database()`).Scan(&db))
+	// Roles are the server's: made by its superuser, in the test's
+	// database.
+	su, err := url.Parse(storetest.ServerURL(t))
+	require.NoError(t, err)
+	su.Path = "/" + db
+	admin, err := pgx.Connect(ctx, su.String())
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO %[1]s;
+		REVOKE TEMPORARY ON DATABASE %s FROM PUBLIC`, role, pgx.Identifier{db}.Sanitize()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), su.String())
+		if err == nil {
+			_, _ = conn.Exec(context.Background(), fmt.Sprintf(`DROP OWNED BY %s; DROP ROLE %[1]s`, role))
+			_ = conn.Close(context.Background())
+		}
+	})
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	u.User = url.User(role)
+	for _, args := range [][]string{{"projections", "check"}, {"run", "--until-caught-up"}} {
+		code, _, stderr := runCLI(t, append([]string{"--database-url", u.String(), "--brokers", "127.0.0.1:1",
+			"--projections-dir", sqlprojections.Dir()}, args...)...)
+		require.Equal(t, 2, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "PostgreSQL refuses the temporary tables new_events and forgotten_runs that projections in SQL need (GRANT TEMPORARY ON DATABASE to the worker's role)", args)
+		require.Contains(t, stderr, "permission denied to create temporary tables")
+	}
 }
