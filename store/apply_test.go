@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/store"
@@ -300,3 +301,102 @@ func TestRepeatedEventIDFirstAppliedWins(t *testing.T) {
 	require.Equal(t, "running", runs[0].Status)
 	require.Equal(t, int64(1), runs[0].EventCount)
 }
+
+// TestApplyMergesWhenARunIsStoredMeanwhile: a batch inserts the rows of
+// runs it found unstored as they are; when another transaction stored a
+// row of such a run in between, the batch is applied again with merges,
+// and the row combines both.
+func TestApplyMergesWhenARunIsStoredMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	_, err := st.Apply(ctx, batchOf(claim(t, st, 0),
+		eventJSON("e1", "run.queued", "r1", t0, 1, ""),
+		eventJSON("e2", "step.started", "r1", t0.Add(time.Second), 1, "")))
+	require.NoError(t, err)
+	// What a concurrent batch does between this batch's look-up of its
+	// runs and its insert: the run's row is not there, its step's is.
+	_, err = st.Pool().Exec(ctx, "DELETE FROM workflow_runs")
+	require.NoError(t, err)
+
+	res, err := st.Apply(ctx, batchOf(claim(t, st, 1),
+		eventJSON("e3", "step.succeeded", "r1", t0.Add(3*time.Second), 1, "")))
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events)
+	steps, err := st.ListSteps(ctx)
+	require.NoError(t, err)
+	require.Len(t, steps, 1)
+	require.Equal(t, "succeeded", steps[0].Status)
+	require.Equal(t, int64(2), steps[0].EventCount)
+	require.Equal(t, int64(2000), steps[0].DurationMS.Int64)
+}
+
+// TestConcurrentBatchesOfOneRunMergeAsProject: the events of each run are
+// spread over four partitions whose batches apply at once, so that
+// batches race to store a run's first rows; the rows end as the
+// projection of all the events computed in Go, for runs and steps.
+func TestConcurrentBatchesOfOneRunMergeAsProject(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	st := storetest.New(t)
+	types := []string{"run.queued", "run.started", "run.succeeded", "run.failed",
+		"step.started", "step.succeeded", "step.failed", "step.skipped"}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	const partitions = 4
+	queues := make([][][]byte, partitions)
+	var all []model.Event
+	for i := range 3000 {
+		run := fmt.Sprintf("run-%d", i/12) // 12 events a run, one after another
+		v := eventJSON(fmt.Sprintf("e%d", i), types[rng.IntN(len(types))], run,
+			t0.Add(time.Duration(rng.IntN(600))*time.Second), 1+rng.IntN(2), "")
+		ev, err := model.Decode(v)
+		require.NoError(t, err)
+		all = append(all, ev)
+		p := rng.IntN(partitions)
+		queues[p] = append(queues[p], v)
+	}
+	var g errgroup.Group
+	for p := range partitions {
+		lease := claim(t, st, int32(p))
+		g.Go(func() error {
+			for q := queues[p]; len(q) > 0; {
+				n := min(len(q), 1+rng2(p, len(q)))
+				b := batchOf(lease, q[:n]...)
+				q = q[n:]
+				if _, err := st.Apply(ctx, b); err != nil {
+					return err
+				}
+				lease.NextOffset = b.End
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+
+	byRun := map[string][]model.Event{}
+	for _, e := range all {
+		byRun[e.WorkflowRunID] = append(byRun[e.WorkflowRunID], e)
+	}
+	runs, err := st.ListRuns(ctx)
+	require.NoError(t, err)
+	require.Len(t, runs, len(byRun))
+	for _, row := range runs {
+		want := model.Project(byRun[row.WorkflowRunID])
+		require.True(t, want.Equal(row.Run), "run %s:\nwant %+v\ngot  %+v", row.WorkflowRunID, want, row.Run)
+	}
+	wantSteps := model.ProjectSteps(all)
+	steps, err := st.ListSteps(ctx)
+	require.NoError(t, err)
+	require.Len(t, steps, len(wantSteps))
+	for i := range steps {
+		require.True(t, wantSteps[i].Equal(steps[i].Step), "step %d:\nwant %+v\ngot  %+v", i, wantSteps[i], steps[i].Step)
+	}
+}
+
+// rng2 is a batch size for partition p's next batch: small and varied,
+// so that a run's rows are raced for often; deterministic per call.
+func rng2(p, left int) int { return (p*7 + left*13) % 25 }

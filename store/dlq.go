@@ -232,10 +232,13 @@ func (s *Store) replayRows(ctx context.Context, opts ReplayOptions, res *ReplayR
 		rows = rows[n:]
 		var outs []ReplayOutcome
 		var err error
+		// A before_horizon dead letter is applied only by hand: named
+		// by its position, or by its reason.
+		byHand := len(opts.Positions) > 0 || opts.Reason == model.ReasonBeforeHorizon
 		if opts.DryRun {
-			outs, err = s.replayDry(ctx, part)
+			outs, err = s.replayDry(ctx, part, byHand)
 		} else {
-			outs, err = s.replayPartition(ctx, part)
+			outs, err = s.replayPartition(ctx, part, byHand)
 		}
 		if err != nil {
 			return fmt.Errorf("replay dead letters of %s/%d: %w", part[0].Topic, part[0].Partition, err)
@@ -303,13 +306,39 @@ func outcomes(rows []dbsqlc.DeadLetter, b *model.Batch, stored map[string]bool) 
 	return out
 }
 
-func (s *Store) replayDry(ctx context.Context, rows []dbsqlc.DeadLetter) ([]ReplayOutcome, error) {
+func (s *Store) replayDry(ctx context.Context, rows []dbsqlc.DeadLetter, byHand bool) ([]ReplayOutcome, error) {
 	b := revalidate(rows)
 	stored, err := s.storedEventIDs(ctx, s.pool, b.UniqueRecords())
 	if err != nil {
 		return nil, err
 	}
+	if !byHand {
+		h, err := s.Horizon(ctx)
+		if err != nil {
+			return nil, err
+		}
+		holdBackReplayed(b, h, stored)
+	}
 	return outcomes(rows, b, stored), nil
+}
+
+// holdBackReplayed turns the messages of b now valid whose events
+// occurred before horizon and whose event_id is not in stored into
+// before_horizon dead letters: they may be duplicates of pruned events.
+func holdBackReplayed(b *model.Batch, horizon time.Time, stored map[string]bool) {
+	if horizon.IsZero() {
+		return
+	}
+	var kept []model.Record
+	for i := range b.Records {
+		r := &b.Records[i]
+		if r.Event.Timestamp.Before(horizon) && !stored[r.Event.EventID] {
+			b.DeadLetters = append(b.DeadLetters, beforeHorizon(r, horizon))
+		} else {
+			kept = append(kept, *r)
+		}
+	}
+	b.Records = kept
 }
 
 func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []*model.Record) (map[string]bool, error) {
@@ -334,15 +363,15 @@ func (s *Store) storedEventIDs(ctx context.Context, db dbsqlc.DBTX, recs []*mode
 // stays a dead letter with the reason unstorable. A projection's error is
 // never the data's, whatever PostgreSQL said inside it (see classify): it
 // fails the replay, and the dead letters stay as they were.
-func (s *Store) replayPartition(ctx context.Context, rows []dbsqlc.DeadLetter) ([]ReplayOutcome, error) {
-	outs, err := s.replayTx(ctx, rows)
+func (s *Store) replayPartition(ctx context.Context, rows []dbsqlc.DeadLetter, byHand bool) ([]ReplayOutcome, error) {
+	outs, err := s.replayTx(ctx, rows, byHand)
 	if pe := (*model.ProjectionError)(nil); !IsDataError(err) || errors.As(err, &pe) {
 		return outs, err
 	}
 	if len(rows) > 1 {
 		outs = nil
 		for i := range rows {
-			o, err := s.replayPartition(ctx, rows[i:i+1])
+			o, err := s.replayPartition(ctx, rows[i:i+1], byHand)
 			if err != nil {
 				return nil, err
 			}
@@ -363,7 +392,7 @@ func (s *Store) replayPartition(ctx context.Context, rows []dbsqlc.DeadLetter) (
 		OldReason: d.Reason, Reason: model.ReasonUnstorable, Error: msg, Updated: true}}, nil
 }
 
-func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter) ([]ReplayOutcome, error) {
+func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter, byHand bool) ([]ReplayOutcome, error) {
 	topic, partition := rows[0].Topic, rows[0].Partition
 	ids := make([]int64, len(rows))
 	for i, d := range rows {
@@ -388,11 +417,23 @@ func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter) ([]Repla
 			}
 			slices.SortFunc(cur, compareDeadLetters)
 			b := revalidate(cur)
-			recs := b.UniqueRecords()
-			stored, err := s.storedEventIDs(ctx, tx, recs)
+			stored, err := s.storedEventIDs(ctx, tx, b.UniqueRecords())
 			if err != nil {
 				return err
 			}
+			if !byHand {
+				// The horizon, under the lock a prune takes to move it,
+				// as a batch reads it.
+				if _, err := tx.Exec(ctx, retentionLock); err != nil {
+					return fmt.Errorf("lock retention horizon: %w", err)
+				}
+				h, err := s.horizonIn(ctx, tx)
+				if err != nil {
+					return err
+				}
+				holdBackReplayed(b, h, stored)
+			}
+			recs := b.UniqueRecords()
 			outs = outcomes(cur, b, stored)
 			if _, err := s.storeEvents(ctx, tx, topic, partition, recs); err != nil {
 				return err

@@ -71,6 +71,14 @@ func isStoredDuplicate(err error) bool {
 	return pgErr != nil && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == "workflow_events"
 }
 
+// isBuiltinRowTaken reports whether err is an insert into a built-in
+// projection's table that met a row already stored.
+func isBuiltinRowTaken(err error) bool {
+	pgErr := pgError(err)
+	return pgErr != nil && pgErr.Code == pgerrcode.UniqueViolation &&
+		(pgErr.TableName == "workflow_runs" || pgErr.TableName == "workflow_steps")
+}
+
 // isLockTimeout reports whether a statement gave up waiting for a lock
 // (lock_timeout).
 func isLockTimeout(err error) bool {

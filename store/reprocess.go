@@ -195,6 +195,11 @@ func (s *Store) ResetOffsets(ctx context.Context, opts ResetOptions) (ResetResul
 		if err != nil {
 			return fmt.Errorf("list runs to recompute: %w", err)
 		}
+		// A run whose events before the retention horizon were pruned
+		// cannot be recomputed from what is stored.
+		if err := s.checkPrunedRuns(ctx, tx, runIDs); err != nil {
+			return err
+		}
 		// The other projections forget the runs while their events are
 		// all still stored, and get the remaining ones again below. A dry
 		// run, read only, leaves them be: it reports workflow_runs.
@@ -290,6 +295,11 @@ type RebuildOptions struct {
 	// ChunkRuns is how many runs are read, compared and written at once.
 	// Default 1000.
 	ChunkRuns int
+	// KeepPrunedRuns rebuilds every run but those whose history was
+	// pruned in part (their events before the retention horizon), whose
+	// rows, in every projection, stay as they are. Without it, a rebuild
+	// of a database that has such runs fails with ErrPrunedHistory.
+	KeepPrunedRuns bool
 }
 
 // RebuildResult is what Rebuild found and, unless it was a dry run, wrote.
@@ -340,7 +350,17 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 		if err != nil {
 			return fmt.Errorf("count events: %w", err)
 		}
-		if !opts.DryRun {
+		// Runs whose history was pruned in part cannot be rebuilt from
+		// what is stored: refused, or kept as they are.
+		var pruned map[string]bool
+		if opts.KeepPrunedRuns {
+			if pruned, err = s.prunedRunSet(ctx, tx); err != nil {
+				return err
+			}
+		} else if err := s.checkPrunedRuns(ctx, tx, nil); err != nil {
+			return err
+		}
+		if !opts.DryRun && len(pruned) == 0 {
 			if err := forgetAll(ctx, tx, others); err != nil {
 				return err
 			}
@@ -371,6 +391,7 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 				break
 			}
 			last := ids[len(ids)-1]
+			ids = notPruned(ids, pruned, func(id string) string { return id })
 			events, err := s.loadEvents(ctx, tx, dbsqlc.EventsOfRunsParams{RunIds: ids})
 			if err != nil {
 				return err
@@ -380,11 +401,17 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 				if err != nil {
 					return fmt.Errorf("read runs: %w", err)
 				}
+				rows = notPruned(rows, pruned, runID)
 				if err := sy.sync(ctx, rows, projectRuns(events)); err != nil {
 					return err
 				}
 			}
 			if !opts.DryRun {
+				if len(pruned) > 0 {
+					if err := forgetRuns(ctx, tx, others, ids); err != nil {
+						return err
+					}
+				}
 				if err := apply(ctx, tx, others, events); err != nil {
 					return err
 				}
@@ -412,10 +439,10 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 			if len(rows) == 0 {
 				break
 			}
-			if err := sy.sync(ctx, rows, nil); err != nil {
+			after = rows[len(rows)-1].WorkflowRunID
+			if err := sy.sync(ctx, notPruned(rows, pruned, runID), nil); err != nil {
 				return err
 			}
-			after = rows[len(rows)-1].WorkflowRunID
 		}
 		return nil
 	})
@@ -424,6 +451,16 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 	}
 	return res, nil
 }
+
+// notPruned returns the items of xs whose run is not in pruned.
+func notPruned[T any](xs []T, pruned map[string]bool, run func(T) string) []T {
+	if len(pruned) == 0 {
+		return xs
+	}
+	return slices.DeleteFunc(slices.Clone(xs), func(x T) bool { return pruned[run(x)] })
+}
+
+func runID(r dbsqlc.WorkflowRun) string { return r.WorkflowRunID }
 
 // finishBuilds records in the projections table that names were built
 // from all n stored events, now, in tx (which holds the offsets lock).

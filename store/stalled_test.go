@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/sirupsen/logrus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/projector/consumer"
@@ -189,9 +190,12 @@ func TestWorkerEndsFrozenCopies(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	require.Eventually(t, func() bool { return w.Stats().Reaped.Load() == 1 }, 30*time.Second, 50*time.Millisecond)
-	var n int
-	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, frozen.PID()).Scan(&n))
-	require.Zero(t, n, "the frozen session is gone")
+	// The backend was signalled; it exits right after.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var n int
+		require.NoError(c, st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, frozen.PID()).Scan(&n))
+		require.Zero(c, n, "the frozen session is gone")
+	}, 10*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,9 @@ type Store struct {
 	// users: the user's projections, those of projections that are not
 	// built-in folders.
 	users []Projection
+	// horizon is the retention horizon as the latest batch read it (nil:
+	// none), for preparing the next ones (retention.go).
+	horizon atomic.Pointer[time.Time]
 }
 
 // DefaultURL is the database every command uses when none is given.

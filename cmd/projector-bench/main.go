@@ -49,6 +49,8 @@ type options struct {
 	extraArgs   string
 	setupSQL    string
 	workerLog   string
+	history     int
+	ids         string
 	// projectionsDir: projections in SQL the worker loads.
 	projectionsDir string
 }
@@ -70,12 +72,14 @@ func main() {
 	fs.StringVar(&o.extraArgs, "args", "", "extra arguments for `projector run`, space-separated (e.g. \"--batch-size 2000\")")
 	fs.StringVar(&o.setupSQL, "setup-sql", "", "SQL to run after the migrations, for experiments (e.g. dropping an index)")
 	fs.StringVar(&o.workerLog, "worker-log", "", "also write the worker's log lines to this file")
+	fs.IntVar(&o.history, "history", 0, "backlog mode: also measure against a database that already stores this many events (and their runs and steps), filled server-side, and print the rate against the empty database's")
+	fs.StringVar(&o.ids, "ids", "seq", "the ids of runs and events: seq (sequential) or uuid (random, as real producers send), for the produced events and the history")
 	fs.StringVar(&o.projectionsDir, "projections-dir", "", "projections in SQL for the worker to load (--projections-dir of projector), e.g. projector/sqlprojections/examples")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 {
-		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate not negative")
+	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || (o.ids != "seq" && o.ids != "uuid") {
+		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate and --history not negative, --ids seq or uuid")
 		os.Exit(2)
 	}
 	var err error
@@ -159,18 +163,30 @@ type backlogResult struct {
 // backlog runs the backlog measurement o.repeat times, each against a
 // fresh database and broker, and sums them up.
 func backlog(ctx context.Context, o options) error {
-	msgs := eventgen.Uniform(o.events, "b")
-	fmt.Printf("workload: %d events, 10 per run, keyed by run, %d partitions\n", len(msgs), o.partitions)
+	msgs := eventgen.UniformIDs(o.events, "b", o.ids == "uuid")
+	fmt.Printf("workload: %d events, 10 per run, keyed by run, %d partitions, %s ids\n", len(msgs), o.partitions, o.ids)
+	if err := printSettings(ctx, o.databaseURL); err != nil {
+		return err
+	}
 	var results []backlogResult
 	for i := range o.repeat {
 		if o.repeat > 1 {
 			fmt.Printf("\n-- run %d of %d\n", i+1, o.repeat)
 		}
-		r, err := backlogOnce(ctx, o, msgs)
+		r, err := backlogOnce(ctx, o, msgs, 0)
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
+		if o.history > 0 {
+			fmt.Printf("\n-- the same against %d stored events\n", o.history)
+			h, err := backlogOnce(ctx, o, msgs, o.history)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("history:   %.0f events/s with %d events stored, %.0f on the empty database: %.2f x\n",
+				h.rate, o.history, r.rate, h.rate/r.rate)
+		}
 	}
 	if len(results) > 1 {
 		ratios := make([]float64, len(results))
@@ -191,7 +207,7 @@ func backlog(ctx context.Context, o options) error {
 // COPYs, so that a machine that gets busier or quieter meanwhile does not
 // flatter the ratio. Each timed phase starts after a CHECKPOINT, so that
 // none pays for writing out another's dirty pages.
-func backlogOnce(ctx context.Context, o options, msgs []model.Message) (backlogResult, error) {
+func backlogOnce(ctx context.Context, o options, msgs []model.Message, history int) (backlogResult, error) {
 	var res backlogResult
 	dbURL, brokers, closeBroker, err := setup(ctx, o, msgs)
 	if err != nil {
@@ -203,6 +219,11 @@ func backlogOnce(ctx context.Context, o options, msgs []model.Message) (backlogR
 		return res, err
 	}
 	defer conn.Close(ctx)
+	if history > 0 {
+		if err := fillHistory(ctx, conn, history, o.ids == "uuid"); err != nil {
+			return res, fmt.Errorf("fill history: %w", err)
+		}
+	}
 	copyBefore, err := copyBaseline(ctx, conn, msgs)
 	if err != nil {
 		return res, err
@@ -280,8 +301,8 @@ func backlogOnce(ctx context.Context, o options, msgs []model.Message) (backlogR
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&stored); err != nil {
 		return res, err
 	}
-	if stored != len(msgs) {
-		return res, fmt.Errorf("projector stored %d events of %d", stored, len(msgs))
+	if stored != len(msgs)+history {
+		return res, fmt.Errorf("projector stored %d events of %d", stored-history, len(msgs))
 	}
 	copyAfter, err := copyBaseline(ctx, conn, msgs)
 	if err != nil {

@@ -49,7 +49,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, projectio
 	}
 	fmt.Fprintf(stderr, "projector: %s\n", oneLine(err))
 	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, model.ErrProjectionNotLoaded) || errors.Is(err, store.ErrBuilding) {
+	if errors.As(err, &ue) || errors.Is(err, model.ErrProjectionNotLoaded) || errors.Is(err, store.ErrBuilding) ||
+		errors.Is(err, store.ErrPrunedHistory) {
 		return exitUsage
 	}
 	return exitFailure
@@ -105,6 +106,7 @@ func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Comma
 			a.runCommand(),
 			a.offsetsCommand(),
 			a.rebuildCommand(),
+			a.pruneCommand(),
 			a.dlqCommand(),
 			a.projectionsCommand(),
 		},

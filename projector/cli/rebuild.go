@@ -27,6 +27,7 @@ func (a *app) rebuildCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "projection", Usage: "only this projection (workflow_runs, workflow_steps, or one of yours)", DefaultText: "every projection", Sources: cli.EnvVars("REBUILD_PROJECTION")},
 			dryRunFlag("report how many rows of workflow_runs would change and show a few differences, and change nothing"),
+			&cli.BoolFlag{Name: "keep-pruned-runs", Usage: "rebuild every run but those whose events before the retention horizon were pruned, and keep their rows as they are (without it, such runs make rebuild fail)", Sources: cli.EnvVars("REBUILD_KEEP_PRUNED_RUNS")},
 		},
 		Action: a.rebuild,
 	}
@@ -46,7 +47,7 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	start := time.Now()
 	var bar *Bar
 	only := cmd.String("projection")
-	res, err := st.Rebuild(ctx, store.RebuildOptions{Projection: only, DryRun: dryRun, Samples: 5, Progress: func(done, total int64) {
+	res, err := st.Rebuild(ctx, store.RebuildOptions{Projection: only, DryRun: dryRun, Samples: 5, KeepPrunedRuns: cmd.Bool("keep-pruned-runs"), Progress: func(done, total int64) {
 		if bar == nil {
 			bar = NewBar(a.log.Out, "rebuild", "events", total, a.logProgress("rebuild progress"))
 		}
@@ -57,6 +58,9 @@ func (a *app) rebuild(ctx context.Context, cmd *cli.Command) error {
 	}
 	if errors.Is(err, store.ErrUnknownProjection) {
 		return usageError{err}
+	}
+	if errors.Is(err, store.ErrPrunedHistory) {
+		return fmt.Errorf("%w; --keep-pruned-runs rebuilds the other runs and keeps their rows as they are", err)
 	}
 	if err != nil {
 		return err

@@ -89,6 +89,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	}
 	metrics := consumer.NewMetrics()
 	cfg.Observer = metrics
+	cfg.Middleware = append(cfg.Middleware, metrics.Measure)
 	w, err := consumer.NewWorker(cfg, st, a.log)
 	if err != nil {
 		return usageError{err}

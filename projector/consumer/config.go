@@ -1,12 +1,14 @@
 package consumer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/projector-run/projector/projector/model"
 )
 
 // Config configures a Worker. Flags and environment variables are bound to
@@ -62,10 +64,21 @@ type Config struct {
 	// it applied since its last such line (offset range, events, dead
 	// letters, time). Default 10s.
 	LogInterval time.Duration
-	// Observer, when set, is told about batches, claims, fences, retries
-	// and rebalances, e.g. a *Metrics. Default none.
+	// Observer, when set, is told about claims, fences, retries and
+	// rebalances, e.g. a *Metrics. Default none.
 	Observer Observer
+	// Middleware decorates the apply step, outermost first: each attempt
+	// at a batch goes through it to the Sink's Apply, e.g.
+	// Metrics.Measure. Default none.
+	Middleware []Middleware
 }
+
+// ApplyFunc is the apply step: one attempt at writing a batch (Sink.Apply).
+type ApplyFunc func(ctx context.Context, b *model.Batch) (model.Applied, error)
+
+// Middleware decorates the apply step: it returns an ApplyFunc that calls
+// next, with something around it (metrics, tracing).
+type Middleware func(next ApplyFunc) ApplyFunc
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {

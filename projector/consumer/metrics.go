@@ -32,9 +32,6 @@ type Observer interface {
 	ClaimProgressed(tp model.TopicPartition, next int64)
 	// ClaimEnded: the claim ended (rebalance, fence, shutdown).
 	ClaimEnded(tp model.TopicPartition)
-	// BatchApplied: a batch transaction committed; took is that
-	// transaction alone, without the failed attempts before it.
-	BatchApplied(b *model.Batch, res model.Applied, took time.Duration)
 	// Fenced: a claim ended because its partition's lease or offset moved.
 	Fenced()
 	// Retried: what failed transiently and will be tried again.
@@ -153,9 +150,6 @@ func (m *monitor) incident(tp model.TopicPartition, inc model.Incident) {
 // batchApplied is called once a batch has committed.
 func (m *monitor) batchApplied(b *model.Batch, res model.Applied, took time.Duration) {
 	m.progress()
-	if m.obs != nil {
-		m.obs.BatchApplied(b, res, took)
-	}
 	tp := model.TopicPartition{Topic: b.Lease.Topic, Partition: b.Lease.Partition}
 	m.mu.Lock()
 	if c := m.claims[tp]; c != nil {
@@ -322,7 +316,9 @@ func (h *handler) mirror(sess sarama.ConsumerGroupSession, tp model.TopicPartiti
 }
 
 // Metrics exports a worker's activity in Prometheus format. It is an
-// Observer: set it as Config.Observer and register it with a registry.
+// Observer, and its Measure a Middleware around the apply step: set them
+// as Config.Observer and in Config.Middleware, and register it with a
+// registry.
 type Metrics struct {
 	messages    prometheus.Counter
 	events      *prometheus.CounterVec
@@ -543,8 +539,26 @@ func (m *Metrics) ClaimEnded(tp model.TopicPartition) {
 	m.mu.Unlock()
 }
 
-// BatchApplied implements Observer.
-func (m *Metrics) BatchApplied(b *model.Batch, res model.Applied, took time.Duration) {
+// Measure is a Middleware: it counts what each batch that commits applied
+// (messages, events by type, duplicates, dead letters by reason, how the
+// events went in) and how long its transaction took, without the failed
+// attempts before it.
+func (m *Metrics) Measure(next ApplyFunc) ApplyFunc {
+	return func(ctx context.Context, b *model.Batch) (model.Applied, error) {
+		t0 := time.Now()
+		res, err := next(ctx, b)
+		if err == nil {
+			took := res.Took // the transaction alone, without waiting for a turn
+			if took <= 0 {
+				took = time.Since(t0)
+			}
+			m.batchApplied(b, res, took)
+		}
+		return res, err
+	}
+}
+
+func (m *Metrics) batchApplied(b *model.Batch, res model.Applied, took time.Duration) {
 	m.messages.Add(float64(b.Len()))
 	m.batchSize.Observe(float64(b.Len()))
 	m.batchTime.Observe(took.Seconds())
@@ -556,14 +570,15 @@ func (m *Metrics) BatchApplied(b *model.Batch, res model.Applied, took time.Dura
 	for t, n := range countEventTypes(res) {
 		m.events.WithLabelValues(t).Add(float64(n))
 	}
-	if res.DeadLetters == len(b.DeadLetters) {
+	m.deadLetters.WithLabelValues(model.ReasonBeforeHorizon).Add(float64(res.BeforeHorizon))
+	if invalid := res.DeadLetters - res.BeforeHorizon; invalid == len(b.DeadLetters) {
 		for _, d := range b.DeadLetters {
 			m.deadLetters.WithLabelValues(d.Reason).Inc()
 		}
-	} else if res.DeadLetters > 0 {
+	} else if invalid > 0 {
 		// Some were stored before (the offset was moved back by hand):
 		// which ones is not known.
-		m.deadLetters.WithLabelValues(labelUnattributed).Add(float64(res.DeadLetters))
+		m.deadLetters.WithLabelValues(labelUnattributed).Add(float64(invalid))
 	}
 }
 

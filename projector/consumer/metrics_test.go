@@ -255,6 +255,7 @@ func TestMetricsCountWhatWasApplied(t *testing.T) {
 	m := consumer.NewMetrics()
 	cfg := p.config(true)
 	cfg.Observer = m
+	cfg.Middleware = []consumer.Middleware{m.Measure}
 	p.start("w", cfg).wait(t)
 	p.verify()
 	got := scrape(t, m)
@@ -407,6 +408,7 @@ func TestRetryingSinceFollowsRetries(t *testing.T) {
 	cfg := p.config(true)
 	cfg.Owner = "w"
 	cfg.Observer = m
+	cfg.Middleware = []consumer.Middleware{m.Measure}
 	w, err := consumer.NewWorker(cfg, sink, testLogger(t, "w"))
 	require.NoError(t, err)
 	require.True(t, w.RetryingSince().IsZero())

@@ -36,6 +36,7 @@ func TestMissingTableIsLoudAndHeals(t *testing.T) {
 	cfg := p.config(true)
 	cfg.Owner = "w"
 	cfg.Observer = m
+	cfg.Middleware = []consumer.Middleware{m.Measure}
 	w, err := consumer.NewWorker(cfg, p.st, log)
 	require.NoError(t, err)
 	done := make(chan error, 1)
@@ -116,6 +117,7 @@ func TestFailingProjectionStallsAndHeals(t *testing.T) {
 			cfg := p.config(true)
 			cfg.Owner = "w"
 			cfg.Observer = m
+			cfg.Middleware = []consumer.Middleware{m.Measure}
 			w, err := consumer.NewWorker(cfg, p.st, log)
 			require.NoError(t, err)
 			done := make(chan error, 1)

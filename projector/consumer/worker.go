@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -65,8 +66,10 @@ type Stats struct {
 // Worker consumes the topics with a Kafka consumer group and applies them
 // to a Sink exactly once.
 type Worker struct {
-	cfg   Config
-	sink  Sink
+	cfg  Config
+	sink Sink
+	// apply is the sink's Apply inside cfg.Middleware.
+	apply ApplyFunc
 	log   logrus.FieldLogger
 	stats Stats
 	mon   *monitor // metrics.go
@@ -81,7 +84,11 @@ func NewWorker(cfg Config, sink Sink, log logrus.FieldLogger) (*Worker, error) {
 		host, _ := os.Hostname()
 		cfg.Owner = host + ":" + strconv.Itoa(os.Getpid())
 	}
-	return &Worker{cfg: cfg, sink: sink, log: log, mon: newMonitor(cfg, sink)}, nil
+	apply := ApplyFunc(sink.Apply)
+	for _, mw := range slices.Backward(cfg.Middleware) {
+		apply = mw(apply)
+	}
+	return &Worker{cfg: cfg, sink: sink, apply: apply, log: log, mon: newMonitor(cfg, sink)}, nil
 }
 
 // Stats returns the worker's live counters.
@@ -673,7 +680,7 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *model.Ba
 	var took time.Duration // the last attempt: the transaction that committed
 	res, err := retry(ctx, w, blog, "apply batch", func() (model.Applied, error) {
 		t0 := time.Now()
-		res, err := w.sink.Apply(ctx, b)
+		res, err := w.apply(ctx, b)
 		took = time.Since(t0)
 		if err != nil && (errors.Is(err, model.ErrFenced) || errors.Is(err, model.ErrRejected) || errors.Is(err, model.ErrProjectionNotLoaded) || ctx.Err() != nil) {
 			return res, backoff.Permanent(err)

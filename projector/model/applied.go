@@ -18,8 +18,13 @@ type Applied struct {
 	// Duplicates is the number of events skipped because their event_id
 	// was already stored, or repeated within the batch.
 	Duplicates int
-	// DeadLetters is the number of invalid messages stored.
+	// DeadLetters is the number of invalid messages stored, and of those
+	// held back as BeforeHorizon.
 	DeadLetters int
+	// BeforeHorizon is the number of valid events stored as dead letters
+	// of reason before_horizon (ReasonBeforeHorizon): they occurred before
+	// the retention horizon, and their event_id is not stored.
+	BeforeHorizon int
 	// Runs is the number of runs merged.
 	Runs int
 	// EventTypes counts Events by event_type, when the sink counts them

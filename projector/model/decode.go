@@ -17,13 +17,17 @@ const (
 	ReasonInvalidField             = "invalid_field"
 	ReasonUnsupportedSchemaVersion = "unsupported_schema_version"
 	ReasonUnstorable               = "unstorable"
+	// ReasonBeforeHorizon: a valid event that occurred before the
+	// retention horizon, whose event_id is not stored: it may be the
+	// duplicate of a pruned event, so it is not applied (contract 6.1).
+	ReasonBeforeHorizon = "before_horizon"
 )
 
 // Reasons lists the dead-letter reasons, in the contract's order: the one
 // list that metrics and the dlq commands take them from.
 var Reasons = []string{
 	ReasonTooLarge, ReasonInvalidJSON, ReasonNotObject, ReasonMissingField,
-	ReasonInvalidField, ReasonUnsupportedSchemaVersion, ReasonUnstorable,
+	ReasonInvalidField, ReasonUnsupportedSchemaVersion, ReasonUnstorable, ReasonBeforeHorizon,
 }
 
 // MaxValueBytes is the largest message value Decode accepts; a longer one

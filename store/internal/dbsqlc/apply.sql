@@ -132,6 +132,49 @@ ON CONFLICT (workflow_run_id) DO UPDATE SET
         ELSE 'queued' END,
     updated_at = now();
 
+-- name: ExistingRuns :many
+-- The runs of a batch that are stored already: Apply merges their rows,
+-- and inserts the rows of the others without ON CONFLICT (InsertRuns,
+-- InsertSteps), which costs PostgreSQL much less. A run stored meanwhile
+-- by a concurrent batch makes that insert fail, and the batch is applied
+-- again with merges only.
+SELECT workflow_run_id FROM workflow_runs WHERE workflow_run_id = ANY(@workflow_run_ids::text[]);
+
+-- name: InsertRuns :exec
+-- MergeRuns for runs not stored yet: the rows as they are.
+INSERT INTO workflow_runs (
+    workflow_run_id, workflow_id, source, attempt, status, queued_at,
+    started_at, finished_at, error, steps_succeeded, steps_failed,
+    steps_skipped, event_count, first_event_at, last_event_at,
+    latest_event_id, deciding_event_id, updated_at
+)
+SELECT u.workflow_run_id, u.workflow_id, u.source, u.attempt, u.status,
+       u.queued_at, u.started_at, u.finished_at,
+       CASE WHEN u.has_error THEN u.error END, u.steps_succeeded,
+       u.steps_failed, u.steps_skipped, u.event_count, u.first_event_at,
+       u.last_event_at, u.latest_event_id, NULLIF(u.deciding_event_id, ''), now()
+FROM (SELECT
+    unnest(@workflow_run_ids::text[]) AS workflow_run_id,
+    unnest(@workflow_ids::text[]) AS workflow_id,
+    unnest(@sources::text[]) AS source,
+    unnest(@attempts::integer[]) AS attempt,
+    unnest(@statuses::text[]) AS status,
+    unnest(@queued_ats::timestamptz[]) AS queued_at,
+    unnest(@started_ats::timestamptz[]) AS started_at,
+    unnest(@finished_ats::timestamptz[]) AS finished_at,
+    unnest(@errors::text[]) AS error,
+    unnest(@has_errors::boolean[]) AS has_error,
+    unnest(@steps_succeeded::bigint[]) AS steps_succeeded,
+    unnest(@steps_failed::bigint[]) AS steps_failed,
+    unnest(@steps_skipped::bigint[]) AS steps_skipped,
+    unnest(@event_counts::bigint[]) AS event_count,
+    unnest(@first_event_ats::timestamptz[]) AS first_event_at,
+    unnest(@last_event_ats::timestamptz[]) AS last_event_at,
+    unnest(@latest_event_ids::text[]) AS latest_event_id,
+    unnest(@deciding_event_ids::text[]) AS deciding_event_id
+) AS u
+ORDER BY u.workflow_run_id;
+
 -- name: InsertDeadLetters :execrows
 -- A message already stored as a dead letter (read again after an offset was
 -- moved back by hand) is skipped.

@@ -74,6 +74,35 @@ func (q *Queries) ClaimOffset(ctx context.Context, db DBTX, arg ClaimOffsetParam
 	return i, err
 }
 
+const existingRuns = `-- name: ExistingRuns :many
+SELECT workflow_run_id FROM workflow_runs WHERE workflow_run_id = ANY($1::text[])
+`
+
+// The runs of a batch that are stored already: Apply merges their rows,
+// and inserts the rows of the others without ON CONFLICT (InsertRuns,
+// InsertSteps), which costs PostgreSQL much less. A run stored meanwhile
+// by a concurrent batch makes that insert fail, and the batch is applied
+// again with merges only.
+func (q *Queries) ExistingRuns(ctx context.Context, db DBTX, workflowRunIds []string) ([]string, error) {
+	rows, err := db.Query(ctx, existingRuns, workflowRunIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var workflow_run_id string
+		if err := rows.Scan(&workflow_run_id); err != nil {
+			return nil, err
+		}
+		items = append(items, workflow_run_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getOffset = `-- name: GetOffset :one
 SELECT next_offset, lease_epoch
 FROM consumer_offsets
@@ -242,6 +271,87 @@ func (q *Queries) InsertIncident(ctx context.Context, db DBTX, arg InsertInciden
 		arg.ExpectedOffset,
 		arg.ActualOffset,
 		arg.Detail,
+	)
+	return err
+}
+
+const insertRuns = `-- name: InsertRuns :exec
+INSERT INTO workflow_runs (
+    workflow_run_id, workflow_id, source, attempt, status, queued_at,
+    started_at, finished_at, error, steps_succeeded, steps_failed,
+    steps_skipped, event_count, first_event_at, last_event_at,
+    latest_event_id, deciding_event_id, updated_at
+)
+SELECT u.workflow_run_id, u.workflow_id, u.source, u.attempt, u.status,
+       u.queued_at, u.started_at, u.finished_at,
+       CASE WHEN u.has_error THEN u.error END, u.steps_succeeded,
+       u.steps_failed, u.steps_skipped, u.event_count, u.first_event_at,
+       u.last_event_at, u.latest_event_id, NULLIF(u.deciding_event_id, ''), now()
+FROM (SELECT
+    unnest($1::text[]) AS workflow_run_id,
+    unnest($2::text[]) AS workflow_id,
+    unnest($3::text[]) AS source,
+    unnest($4::integer[]) AS attempt,
+    unnest($5::text[]) AS status,
+    unnest($6::timestamptz[]) AS queued_at,
+    unnest($7::timestamptz[]) AS started_at,
+    unnest($8::timestamptz[]) AS finished_at,
+    unnest($9::text[]) AS error,
+    unnest($10::boolean[]) AS has_error,
+    unnest($11::bigint[]) AS steps_succeeded,
+    unnest($12::bigint[]) AS steps_failed,
+    unnest($13::bigint[]) AS steps_skipped,
+    unnest($14::bigint[]) AS event_count,
+    unnest($15::timestamptz[]) AS first_event_at,
+    unnest($16::timestamptz[]) AS last_event_at,
+    unnest($17::text[]) AS latest_event_id,
+    unnest($18::text[]) AS deciding_event_id
+) AS u
+ORDER BY u.workflow_run_id
+`
+
+type InsertRunsParams struct {
+	WorkflowRunIds   []string
+	WorkflowIds      []string
+	Sources          []string
+	Attempts         []int32
+	Statuses         []string
+	QueuedAts        []pgtype.Timestamptz
+	StartedAts       []pgtype.Timestamptz
+	FinishedAts      []pgtype.Timestamptz
+	Errors           []string
+	HasErrors        []bool
+	StepsSucceeded   []int64
+	StepsFailed      []int64
+	StepsSkipped     []int64
+	EventCounts      []int64
+	FirstEventAts    []pgtype.Timestamptz
+	LastEventAts     []pgtype.Timestamptz
+	LatestEventIds   []string
+	DecidingEventIds []string
+}
+
+// MergeRuns for runs not stored yet: the rows as they are.
+func (q *Queries) InsertRuns(ctx context.Context, db DBTX, arg InsertRunsParams) error {
+	_, err := db.Exec(ctx, insertRuns,
+		arg.WorkflowRunIds,
+		arg.WorkflowIds,
+		arg.Sources,
+		arg.Attempts,
+		arg.Statuses,
+		arg.QueuedAts,
+		arg.StartedAts,
+		arg.FinishedAts,
+		arg.Errors,
+		arg.HasErrors,
+		arg.StepsSucceeded,
+		arg.StepsFailed,
+		arg.StepsSkipped,
+		arg.EventCounts,
+		arg.FirstEventAts,
+		arg.LastEventAts,
+		arg.LatestEventIds,
+		arg.DecidingEventIds,
 	)
 	return err
 }

@@ -114,6 +114,12 @@ type ProjectionStatus struct {
 	UpdatedAt     pgtype.Timestamptz
 }
 
+type RetentionHorizon struct {
+	OnlyRow bool
+	Horizon pgtype.Timestamptz
+	SetAt   pgtype.Timestamptz
+}
+
 type RunningRun struct {
 	WorkflowRunID         string
 	WorkflowID            string
