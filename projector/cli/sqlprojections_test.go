@@ -230,6 +230,16 @@ func TestSQLExamplesFollowEvents(t *testing.T) {
 	code, _, stderr = w.sql("rebuild", "--projection", "runs_per_source_day")
 	require.Equal(t, 0, code, stderr)
 	w.requireExamples(all, "after rebuilds")
+
+	// Without the directory, the worker and the commands that change
+	// events refuse to run: the examples' tables would go wrong.
+	for _, args := range [][]string{{"run", "--until-caught-up"}, {"rebuild"}, {"offsets", "reset", "--to", "earliest"}} {
+		code, _, stderr := w.cli(args...)
+		require.Equal(t, 2, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "the database has projections events_per_type_hour, latest_run_per_workflow, runs_per_source_day, "+
+			"not loaded in this process (a different binary, or a missing --projections-dir?)", args)
+	}
+	w.requireExamples(all, "after the refusals")
 }
 
 // failingSQL is a projection in SQL whose table refuses every row (a
