@@ -240,6 +240,21 @@ func TestSQLExamplesFollowEvents(t *testing.T) {
 			"not loaded in this process (a different binary, or a missing --projections-dir?)", args)
 	}
 	w.requireExamples(all, "after the refusals")
+
+	// A dead letter that is valid today is applied to them once by a
+	// replay, like any new event.
+	end := kafkatest.HighWatermarks(w.cluster, testTopic)[0]
+	late := `{"event_id":"late-1","event_type":"run.queued","source":"late-source","workflow_id":"late-wf","workflow_run_id":"late-run","timestamp":"2026-01-01T00:00:00Z"}`
+	_, err = w.st.Pool().Exec(context.Background(), `INSERT INTO dead_letters (topic, partition, "offset", key, value, headers, reason, error)
+		VALUES ($1, 0, $2, 'late-run', $3, '[]', 'unsupported_schema_version', 'an older rule')`, testTopic, end, late)
+	require.NoError(t, err)
+	for range 2 {
+		code, _, stderr = w.sql("dlq", "replay")
+		require.Equal(t, 0, code, stderr)
+	}
+	ev, err := model.Decode([]byte(late))
+	require.NoError(t, err)
+	w.requireExamples(append(all, ev), "after a dead letter replayed twice")
 }
 
 // failingSQL is a projection in SQL whose table refuses every row (a
