@@ -54,11 +54,12 @@ BENCH_EVENTS ?= 1000000
 BENCH_REPEAT ?= 3
 
 .PHONY: bench
-bench: build ## Go benchmarks (decode, batch building, merge, COPY stream, apply), then projector end to end against COPY (BENCH_REPEAT times), and steady-state latency
+bench: build ## Go benchmarks (decode, batch building, merge, COPY stream, apply), then projector end to end against COPY (BENCH_REPEAT times; again with the examples of projections in SQL loaded), and steady-state latency
 	$(GO) test ./projector/model -run '^$$' -bench . -benchmem
 	$(GO) test ./store -run '^$$' -bench CopyStream -benchmem
 	$(GO) test ./store -run '^$$' -bench Apply -benchmem -benchtime 20x
 	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
+	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT) --projections-dir projector/sqlprojections/examples
 	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --rate 5000 --duration 20s
 
 BENCH_HISTORY ?= 20000000

@@ -276,6 +276,9 @@ func (t txDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 // so was constraintsImmediate).
 func (s *Store) applyProjections(ctx context.Context, db DB, events []model.Event, folded bool) error {
 	if folded {
+		if err := fillNewEvents(ctx, db, s.users, events); err != nil {
+			return err
+		}
 		return each(s.users, "apply", func(p Projection) error { return p.Apply(ctx, txDB{db}, events) })
 	}
 	return apply(ctx, db, s.projections, events)
@@ -298,6 +301,9 @@ func apply(ctx context.Context, db DB, ps []Projection, events []model.Event) er
 	if err := settleConstraints(ctx, db, ps); err != nil {
 		return err
 	}
+	if err := fillNewEvents(ctx, db, ps, events); err != nil {
+		return err
+	}
 	return each(ps, "apply", func(p Projection) error { return p.Apply(ctx, txDB{db}, events) })
 }
 
@@ -315,6 +321,9 @@ func forgetAll(ctx context.Context, db DB, ps []Projection) error { return forge
 
 func forget(ctx context.Context, db DB, ps []Projection, runIDs []string) error {
 	if err := settleConstraints(ctx, db, ps); err != nil {
+		return err
+	}
+	if err := fillForgottenRuns(ctx, db, ps, runIDs); err != nil {
 		return err
 	}
 	return each(ps, "forget", func(p Projection) error { return p.Forget(ctx, txDB{db}, runIDs) })

@@ -36,7 +36,7 @@ func (e *UnknownProjectionsError) Error() string {
 	if len(e.Names) == 1 {
 		noun, them = "projection", "it"
 	}
-	return fmt.Sprintf("the database has %s %s, not loaded in this process (a different binary?): "+
+	return fmt.Sprintf("the database has %s %s, not loaded in this process (a different binary, or a missing --projections-dir?): "+
 		"run a binary that has %s, or forget one for good with `projector projections drop NAME`",
 		noun, strings.Join(e.Names, ", "), them)
 }

@@ -101,8 +101,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if _, ok := pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
 		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(IdleInTransactionTimeout.Milliseconds(), 10)
 	}
-	pc.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+	// Every pool of the store copies this config (the build's too).
+	sqlRelations := hasSQL(cfg.Projections)
+	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		registerArrayCodecs(c.TypeMap())
+		if sqlRelations {
+			return createSQLRelations(ctx, c)
+		}
 		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)

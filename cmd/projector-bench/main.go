@@ -51,6 +51,8 @@ type options struct {
 	workerLog   string
 	history     int
 	ids         string
+	// projectionsDir: projections in SQL the worker loads.
+	projectionsDir string
 }
 
 func main() {
@@ -72,6 +74,7 @@ func main() {
 	fs.StringVar(&o.workerLog, "worker-log", "", "also write the worker's log lines to this file")
 	fs.IntVar(&o.history, "history", 0, "backlog mode: also measure against a database that already stores this many events (and their runs and steps), filled server-side, and print the rate against the empty database's")
 	fs.StringVar(&o.ids, "ids", "seq", "the ids of runs and events: seq (sequential) or uuid (random, as real producers send), for the produced events and the history")
+	fs.StringVar(&o.projectionsDir, "projections-dir", "", "projections in SQL for the worker to load (--projections-dir of projector), e.g. projector/sqlprojections/examples")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -96,7 +99,7 @@ func setup(ctx context.Context, o options, msgs []model.Message) (dbURL string, 
 	if dbURL, err = store.RecreateDatabase(ctx, o.databaseURL, "projector_bench"); err != nil {
 		return "", "", nil, err
 	}
-	if out, err := exec.Command(o.projector, "--database-url", dbURL, "migrate", "up").CombinedOutput(); err != nil {
+	if out, err := exec.Command(o.projector, append(o.rootArgs("--database-url", dbURL), "migrate", "up")...).CombinedOutput(); err != nil {
 		return "", "", nil, fmt.Errorf("migrate: %v: %s", err, out)
 	}
 	if o.setupSQL != "" {
@@ -130,9 +133,17 @@ func setup(ctx context.Context, o options, msgs []model.Message) (dbURL string, 
 	return dbURL, brokers, cluster.Close, nil
 }
 
+// rootArgs prepends the flags every command of the projector takes.
+func (o options) rootArgs(args ...string) []string {
+	if o.projectionsDir != "" {
+		return append([]string{"--projections-dir", o.projectionsDir}, args...)
+	}
+	return args
+}
+
 // worker starts `projector run` with JSON logs.
 func worker(o options, dbURL, brokers string, args ...string) (*exec.Cmd, io.ReadCloser, error) {
-	argv := append([]string{"--database-url", dbURL, "--brokers", brokers, "--log-format", "json", "run"}, args...)
+	argv := append(o.rootArgs("--database-url", dbURL, "--brokers", brokers, "--log-format", "json", "run"), args...)
 	argv = append(argv, strings.Fields(o.extraArgs)...)
 	cmd := exec.Command(o.projector, argv...)
 	stderr, err := cmd.StderrPipe()

@@ -25,6 +25,7 @@ import (
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/sqlprojections"
 	"github.com/projector-run/projector/store"
 )
 
@@ -36,6 +37,9 @@ type options struct {
 	partitions  int
 	seed        uint64
 	batchSize   int
+	// projectionsDir holds projections in SQL; "" loads the examples
+	// shipped with the binary (projector/sqlprojections/examples).
+	projectionsDir string
 }
 
 func main() {
@@ -50,6 +54,7 @@ func main() {
 	fs.IntVar(&opts.partitions, "partitions", 8, "partitions of the topic")
 	fs.Uint64Var(&opts.seed, "seed", 1, "seed of the event generator")
 	fs.IntVar(&opts.batchSize, "batch-size", consumer.DefaultConfig().BatchSize, "most messages per transaction")
+	fs.StringVar(&opts.projectionsDir, "projections-dir", os.Getenv("PROJECTIONS_DIR"), "projections in SQL to load (default: the three examples of the README) [PROJECTIONS_DIR]")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -71,7 +76,12 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 		return fmt.Errorf("--database-url: %w (is PostgreSQL running? see README)", err)
 	}
 	fmt.Fprintf(out, "database  %s (created fresh)\n", store.RedactURL(dbURL))
-	st, err := store.Open(ctx, store.Config{URL: dbURL, MaxConns: int32(opts.partitions + 2)})
+	sqlps, from, err := loadSQL(opts.projectionsDir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "sql       projections in SQL %s, from %s\n", names(sqlps), from)
+	st, err := store.Open(ctx, store.Config{URL: dbURL, MaxConns: int32(opts.partitions + 2), Projections: sqlps})
 	if err != nil {
 		return err
 	}
@@ -113,8 +123,12 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
 	log.SetOutput(os.Stderr)
-	// As `projector run` does: the projections set up and registered
-	// (built from the stored events: none yet) before the first batch.
+	// As `projector run` does: the files checked, the projections set up
+	// and registered (built from the stored events: none yet) before the
+	// first batch.
+	if err := st.CheckSQLProjections(ctx); err != nil {
+		return err
+	}
 	if err := st.SetupProjections(ctx); err != nil {
 		return err
 	}
@@ -159,6 +173,24 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	fmt.Fprintf(out, "batches: %d, %d of them by COPY; %d COPYs met an event_id already stored and were applied again skipping it\n\n",
 		s.Batches.Load(), s.CopiedBatches.Load(), s.CopyConflicts.Load())
 	return summary(ctx, out, st, wl)
+}
+
+// loadSQL loads the projections in SQL of dir, or the examples.
+func loadSQL(dir string) ([]store.Projection, string, error) {
+	if dir != "" {
+		ps, err := store.LoadSQLProjections(dir)
+		return ps, dir, err
+	}
+	ps, err := sqlprojections.Load()
+	return ps, "the examples (projector/sqlprojections/examples)", err
+}
+
+func names(ps []store.Projection) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name())
+	}
+	return strings.Join(out, ", ")
 }
 
 func produce(ctx context.Context, out io.Writer, brokers []string, msgs []model.Message) error {
@@ -219,6 +251,8 @@ func summary(ctx context.Context, out io.Writer, st *store.Store, wl eventgen.Wo
 		{"runs by status (workflow_runs)", `SELECT status, count(*) AS runs, round(avg(duration_ms))::bigint AS avg_duration_ms, sum(steps_failed)::bigint AS failed_steps FROM workflow_runs GROUP BY status ORDER BY runs DESC`},
 		{"runs by source", `SELECT source, count(*) AS runs, count(*) FILTER (WHERE attempt > 1) AS rerun, count(*) FILTER (WHERE status = 'failed') AS failed FROM workflow_runs GROUP BY source ORDER BY runs DESC`},
 		{"slowest steps (workflow_steps, the step_durations view over all time)", `SELECT workflow_id, step_id, finished, failed, p50_duration_ms, p95_duration_ms FROM step_durations_between('-infinity') ORDER BY p95_duration_ms DESC NULLS LAST LIMIT 5`},
+		{"busiest hours (events_per_type_hour, a projection in SQL)", `SELECT to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00') AS hour_utc, sum(events)::bigint AS events, max(runs) FILTER (WHERE event_type = 'run.queued') AS runs_queued, max(runs) FILTER (WHERE event_type = 'step.failed') AS runs_with_failed_steps FROM events_per_type_hour GROUP BY hour ORDER BY events DESC LIMIT 5`},
+		{"latest run per workflow (latest_run_per_workflow, a projection in SQL)", `SELECT status, count(*) AS workflows, max(changed_at) AS last_change FROM latest_run_per_workflow GROUP BY status ORDER BY workflows DESC`},
 		{"dead letters by reason (dead_letters)", `SELECT reason, count(*) AS messages, min(error) AS example_error FROM dead_letters GROUP BY reason ORDER BY messages DESC`},
 		{"stored offsets (consumer_offsets)", `SELECT topic, partition, next_offset FROM consumer_offsets ORDER BY topic, partition`},
 		{"totals", `SELECT (SELECT count(*) FROM workflow_events) AS events, (SELECT count(*) FROM workflow_runs) AS runs, (SELECT count(*) FROM dead_letters) AS dead_letters, (SELECT sum(event_count)::bigint FROM workflow_runs) AS sum_event_count`},

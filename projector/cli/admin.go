@@ -37,7 +37,11 @@ func (a *app) openReady(ctx context.Context, cmd *cli.Command) (*store.Store, er
 		if store.IsConfigError(err) {
 			return nil, databaseRefused(cmd.String("database-url"), errors.New(flatten(err)))
 		}
-		return nil, fmt.Errorf("connect to database %s: %s", store.RedactURL(cmd.String("database-url")), flatten(err))
+		cerr := fmt.Errorf("connect to database %s: %s", store.RedactURL(cmd.String("database-url")), flatten(err))
+		if errors.Is(err, store.ErrSQLRelations) {
+			return nil, usageError{cerr}
+		}
+		return nil, cerr
 	}
 	m, err := st.NewMigrator()
 	if err != nil {
@@ -53,6 +57,10 @@ func (a *app) openReady(ctx context.Context, cmd *cli.Command) (*store.Store, er
 		if store.IsConfigError(err) {
 			return nil, databaseRefused(cmd.String("database-url"), err)
 		}
+		return nil, err
+	}
+	if err := a.checkSQLProjections(ctx, st); err != nil {
+		st.Close()
 		return nil, err
 	}
 	return st, nil

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -65,8 +66,12 @@ func oneLine(err error) string {
 type app struct {
 	log    *logrus.Logger
 	stdout io.Writer
-	// projections are the user's, applied after the built-in ones.
+	// projections are the user's, applied after the built-in ones: the
+	// binary's, then those of --projections-dir.
 	projections []store.Projection
+	// sqlDir is --projections-dir, sqlLoaded how many projections it has.
+	sqlDir    string
+	sqlLoaded int
 }
 
 func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Command {
@@ -88,12 +93,16 @@ func newApp(stdout, stderr io.Writer, projections []store.Projection) *cli.Comma
 			&cli.StringFlag{Name: "database-url", Value: store.DefaultURL, Usage: "PostgreSQL connection URL (or DATABASE_URL_FILE: a file that holds it)", Sources: cli.EnvVars("DATABASE_URL")},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", Sources: cli.EnvVars("LOG_LEVEL")},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text, or json for machines", Sources: cli.EnvVars("LOG_FORMAT")},
+			&cli.StringFlag{Name: "projections-dir", Usage: "load every NAME.sql of this directory as the projection NAME (projections in SQL)", Sources: cli.EnvVars("PROJECTIONS_DIR")},
 		},
 		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
 			if err := a.setupLogging(cmd.String("log-level"), cmd.String("log-format")); err != nil {
 				return ctx, err
 			}
-			return ctx, readSecretFiles(cmd)
+			if err := readSecretFiles(cmd); err != nil {
+				return ctx, err
+			}
+			return ctx, a.loadSQLProjections(cmd.String("projections-dir"))
 		},
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
 		Commands: []*cli.Command{
@@ -194,4 +203,31 @@ func (a *app) setupProjections(ctx context.Context, st *store.Store) error {
 		return fmt.Errorf("set up projections: %w", err)
 	}
 	return nil
+}
+
+// loadSQLProjections loads the projections in SQL of dir (none when dir
+// is empty): a directory that cannot be read or a file that does not
+// parse is a usage error.
+func (a *app) loadSQLProjections(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	ps, err := store.LoadSQLProjections(dir)
+	if err != nil {
+		return usagef("--projections-dir: %w", err)
+	}
+	a.sqlDir, a.sqlLoaded = dir, len(ps)
+	a.projections = slices.Concat(a.projections, ps)
+	return nil
+}
+
+// checkSQLProjections checks the projections in SQL against the database
+// (store.CheckSQLProjections): a file PostgreSQL refuses is a usage
+// error, naming it.
+func (a *app) checkSQLProjections(ctx context.Context, st *store.Store) error {
+	err := st.CheckSQLProjections(ctx)
+	if fe := (*store.SQLFileError)(nil); errors.As(err, &fe) {
+		return usageError{err}
+	}
+	return err
 }

@@ -27,6 +27,9 @@ func (a *app) migrateCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
+				if err := a.checkSQLProjections(ctx, st); err != nil {
+					return err
+				}
 				return a.setupProjections(ctx, st)
 			})},
 			{Name: "down", Usage: "roll back the latest applied migration", Action: a.migrate(func(ctx context.Context, st *store.Store, m *store.Migrator) error {

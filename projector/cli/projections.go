@@ -15,7 +15,7 @@ import (
 func (a *app) projectionsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "projections",
-		Usage: "list the projections, or make the database forget one",
+		Usage: "list the projections, check those in SQL, or make the database forget one",
 		Commands: []*cli.Command{
 			{
 				Name:  "list",
@@ -24,6 +24,12 @@ func (a *app) projectionsCommand() *cli.Command {
 					&cli.StringFlag{Name: "output", Value: "table", Usage: "table, or json for machines", Sources: cli.EnvVars("OUTPUT_FORMAT")},
 				},
 				Action: a.projectionsList,
+			},
+			{
+				Name: "check",
+				Usage: "check the projections of --projections-dir against the database, changing nothing: each file parses, " +
+					"and its Setup, Apply and Forget run in a transaction that is rolled back (exit 0, or 2 naming the file)",
+				Action: a.projectionsCheck,
 			},
 			{
 				Name:      "drop",
@@ -39,6 +45,7 @@ func (a *app) projectionsCommand() *cli.Command {
 type projectionRow struct {
 	Name          string     `json:"name"`
 	Kind          string     `json:"kind"`
+	File          string     `json:"file,omitempty"`
 	State         string     `json:"state"`
 	Loaded        bool       `json:"loaded"`
 	SetUpAt       *time.Time `json:"set_up_at"`
@@ -74,13 +81,15 @@ func (a *app) projectionsList(ctx context.Context, cmd *cli.Command) error {
 		if s.BuiltAt.Valid {
 			r.BuiltAt = ptrTime(s.BuiltAt.Time.UTC())
 		}
-		_, r.Loaded = loaded[s.Name]
+		var p store.Projection
+		p, r.Loaded = loaded[s.Name]
+		r.File = fileOf(p)
 		delete(loaded, s.Name)
 		rows = append(rows, r)
 	}
 	for _, p := range st.Projections() {
 		if _, ok := loaded[p.Name()]; ok {
-			rows = append(rows, projectionRow{Name: p.Name(), Kind: store.KindOf(p), State: "new", Loaded: true})
+			rows = append(rows, projectionRow{Name: p.Name(), Kind: store.KindOf(p), File: fileOf(p), State: "new", Loaded: true})
 		}
 	}
 	if output == "json" {
@@ -136,5 +145,32 @@ func (a *app) projectionsDrop(ctx context.Context, cmd *cli.Command) error {
 		return usagef("the database has no projection %q (see projector projections list)", name)
 	}
 	fmt.Fprintf(a.stdout, "the database forgot projection %s; its tables are left as they are, yours to drop\n", name)
+	return nil
+}
+
+// fileOf is the file a projection in SQL was loaded from, "" for others.
+func fileOf(p store.Projection) string {
+	if f, ok := p.(interface{ File() string }); ok {
+		return f.File()
+	}
+	return ""
+}
+
+// projectionsCheck checks the files of --projections-dir: Before parsed
+// them, openReady runs them in a transaction that is rolled back.
+func (a *app) projectionsCheck(ctx context.Context, cmd *cli.Command) error {
+	if err := noArgs(cmd); err != nil {
+		return err
+	}
+	if a.sqlDir == "" {
+		return usagef("projections check needs --projections-dir (or PROJECTIONS_DIR): the directory of the projections in SQL")
+	}
+	st, err := a.openReady(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	st.Close()
+	fmt.Fprintf(a.stdout, "%s: %s, each parsed, its Setup, Apply and Forget accepted by PostgreSQL (rolled back)\n",
+		a.sqlDir, plural(int64(a.sqlLoaded), "file"))
 	return nil
 }

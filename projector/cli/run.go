@@ -129,6 +129,9 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	if err := a.checkKafka(ctx, cfg); err != nil || ctx.Err() != nil {
 		return err
 	}
+	if err := a.checkSQLProjections(ctx, st); err != nil {
+		return err
+	}
 	if err := a.setupProjections(ctx, st); err != nil {
 		return err
 	}
@@ -173,7 +176,7 @@ func (a *app) checkSchema(ctx context.Context, cmd *cli.Command, st *store.Store
 	defer m.Close()
 	_, err = backoff.Retry(ctx, func() (struct{}, error) {
 		err := m.CheckCurrent(ctx)
-		if store.IsNotMigrated(err) {
+		if store.IsNotMigrated(err) || errors.Is(err, store.ErrSQLRelations) {
 			return struct{}{}, backoff.Permanent(usageError{err})
 		}
 		if store.IsConfigError(err) {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/projector/sqlprojections"
 	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
@@ -241,8 +242,11 @@ type env struct {
 	dbURL  string
 	st     *store.Store
 	// runArgs are extra flags of `projector run` for every worker.
-	runArgs  []string
-	logLevel string
+	runArgs []string
+	// sqlExamples: every worker loads the examples of projections in SQL
+	// (sqlprojections), and verify checks their tables.
+	sqlExamples bool
+	logLevel    string
 
 	mu           sync.Mutex
 	workers      []*worker
@@ -254,6 +258,8 @@ type envConfig struct {
 	restartableBroker bool
 	// dbURL is a migrated database; default a fresh one from storetest.
 	dbURL string
+	// sqlExamples: the workers load the examples of projections in SQL.
+	sqlExamples bool
 }
 
 func newEnv(t *testing.T, cfg envConfig) *env {
@@ -275,6 +281,10 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	}
 	e.st = storetest.Open(t, e.dbURL)
 	e.installAudit()
+	if cfg.sqlExamples {
+		e.sqlExamples = true
+		e.runArgs = append(e.runArgs, "--projections-dir", sqlprojections.Dir())
+	}
 	return e
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/projector-run/projector/projector/model"
 	"github.com/projector-run/projector/projector/projectiontest"
+	"github.com/projector-run/projector/projector/sqlprojections"
 )
 
 // lostRange is a range of offsets of one partition that a worker reported
@@ -259,6 +260,18 @@ WHERE e.payload IS DISTINCT FROM u.p::jsonb`, ids, payloads).Scan(&differ))
 		v.problem("the user's projections pc and pr differ from the distinct events: %d lines stored, %d expected", len(gotUser), len(wantUser))
 	}
 
+	// The examples of projections in SQL, when the workers load them.
+	if e.sqlExamples {
+		gotSQL, err := sqlprojections.Tables(ctx, e.st.Pool())
+		require.NoError(t, err)
+		wantSQL := sqlprojections.Want(all)
+		if !slices.Equal(gotSQL, wantSQL) {
+			v.UserMismatches++
+			v.problem("the examples of projections in SQL differ from the distinct events: %d lines stored, %d expected, first difference: %s",
+				len(gotSQL), len(wantSQL), firstDifference(gotSQL, wantSQL))
+		}
+	}
+
 	// dead_letters: each invalid message exactly once, exact bytes.
 	e.compareDeadLetters(&v, "dead_letters", wantDead)
 	e.compareDeadLetters(&v, "dead_letters_superseded", wantSuperseded)
@@ -446,4 +459,20 @@ func (e *env) expectedValid() int {
 		}
 	}
 	return len(ids)
+}
+
+// firstDifference shows the first line where two sorted renderings of
+// tables differ.
+func firstDifference(got, want []string) string {
+	for i := 0; i < max(len(got), len(want)); i++ {
+		switch {
+		case i >= len(got):
+			return "missing " + want[i]
+		case i >= len(want):
+			return "extra " + got[i]
+		case got[i] != want[i]:
+			return fmt.Sprintf("got %s, want %s", got[i], want[i])
+		}
+	}
+	return "none"
 }
