@@ -401,6 +401,11 @@ func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter, byHand b
 	var outs []ReplayOutcome
 	err := retryConflicts(ctx, func() error {
 		return s.withTx(ctx, func(tx pgx.Tx) error {
+			// The retention lock before the offset rows, as a batch takes
+			// them: a prune queued between the two would make a cycle.
+			if _, err := tx.Exec(ctx, retentionLock); err != nil {
+				return fmt.Errorf("lock retention horizon: %w", err)
+			}
 			if _, err := s.q.LockPartitionOffsets(ctx, tx, dbsqlc.LockPartitionOffsetsParams{Topic: topic, Partition: partition}); err != nil {
 				return fmt.Errorf("lock offsets: %w", err)
 			}
@@ -422,19 +427,17 @@ func (s *Store) replayTx(ctx context.Context, rows []dbsqlc.DeadLetter, byHand b
 				return err
 			}
 			if !byHand {
-				// The horizon, under the lock a prune takes to move it,
-				// as a batch reads it.
-				if _, err := tx.Exec(ctx, retentionLock); err != nil {
-					return fmt.Errorf("lock retention horizon: %w", err)
-				}
 				h, err := s.horizonIn(ctx, tx)
 				if err != nil {
 					return err
 				}
 				holdBackReplayed(b, h, stored)
 			}
-			recs := b.UniqueRecords()
 			outs = outcomes(cur, b, stored)
+			// An event seen stored is a duplicate, even if a prune
+			// deletes it before the insert below (prune's chunks do not
+			// wait for replays): only the others go in.
+			recs := slices.DeleteFunc(b.UniqueRecords(), func(r *model.Record) bool { return stored[r.Event.EventID] })
 			if _, err := s.storeEvents(ctx, tx, topic, partition, recs); err != nil {
 				return err
 			}

@@ -111,6 +111,8 @@ func classify(err error) error {
 		return nil
 	case errors.As(err, &pe):
 		return err // the projection's fault, whatever PostgreSQL said: retried
+	case errors.Is(err, errRunTaken):
+		return err // a race with other batches, not the data's fault: retried
 	case IsDataError(err):
 		return fmt.Errorf("%w: %w", model.ErrRejected, err)
 	case IsSchemaError(err):

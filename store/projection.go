@@ -135,6 +135,10 @@ type merge struct {
 	// another's insert of a run new to both only while inserting in key
 	// order, and the merges touch only rows committed before the batch
 	// looked (a row the other inserts since fails its insert at once).
+	// (A dead-letter replay merges every row in one statement, as Apply
+	// of the built-in projections does: with a batch, it may wait in a
+	// cycle, which PostgreSQL breaks as a deadlock after a second, and
+	// the replay's transaction is tried again.)
 	queue func(b *pgx.Batch, stored map[string]bool)
 	rows  int
 }

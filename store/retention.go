@@ -139,8 +139,19 @@ func (s *Store) knownHorizon() time.Time {
 	return time.Time{}
 }
 
-// learnHorizon records the horizon a batch read.
-func (s *Store) learnHorizon(h time.Time) { s.horizon.Store(&h) }
+// learnHorizon records the horizon a batch read, unless a later one is
+// known already (a slower batch may read an older one).
+func (s *Store) learnHorizon(h time.Time) {
+	for {
+		cur := s.horizon.Load()
+		if cur != nil && !cur.Before(h) {
+			return
+		}
+		if s.horizon.CompareAndSwap(cur, &h) {
+			return
+		}
+	}
+}
 
 // holdBack moves out of recs (sorted by event_id) the records of events
 // that occurred before horizon, returning the others and those.

@@ -75,9 +75,15 @@ func (a *app) prune(ctx context.Context, cmd *cli.Command) error {
 	if err := noArgs(cmd); err != nil {
 		return err
 	}
-	horizon, err := horizonOf(cmd, time.Now())
+	now := time.Now()
+	horizon, err := horizonOf(cmd, now)
 	if err != nil {
 		return err
+	}
+	if horizon.After(now) {
+		// It would delete every event, hold back every new one, and never
+		// move back.
+		return usagef("the horizon %s is in the future", horizon.UTC().Format(time.RFC3339Nano))
 	}
 	dryRun := cmd.Bool("dry-run")
 	st, err := a.openReady(ctx, cmd)

@@ -158,6 +158,7 @@ func TestPruneUsageErrors(t *testing.T) {
 		{[]string{"prune", "--before", "yesterday"}, "--before"},
 		{[]string{"prune", "--older-than", "3 weeks"}, "--older-than"},
 		{[]string{"prune", "--older-than", "-5d"}, "--older-than"},
+		{[]string{"prune", "--before", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "in the future"},
 	} {
 		code, _, stderr := runCLI(t, append([]string{"--database-url", url}, tc.args...)...)
 		require.Equal(t, 2, code, stderr)

@@ -126,10 +126,12 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	if err := a.checkSchema(ctx, cmd, st); err != nil || ctx.Err() != nil {
 		return err
 	}
-	if err := a.checkKafka(ctx, cfg); err != nil || ctx.Err() != nil {
+	// What is wrong in the database or the files is said at once, before
+	// a broker that may be down is waited for.
+	if err := a.checkSQLProjections(ctx, st); err != nil {
 		return err
 	}
-	if err := a.checkSQLProjections(ctx, st); err != nil {
+	if err := a.checkKafka(ctx, cfg); err != nil || ctx.Err() != nil {
 		return err
 	}
 	if err := a.setupProjections(ctx, st); err != nil {
