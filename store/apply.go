@@ -33,14 +33,6 @@ import (
 // that skips stored event_ids (ON CONFLICT DO NOTHING) and says which
 // rows were new. A partition whose batches keep meeting such duplicates
 // stays on the safe way until a batch finds none.
-//
-// The built-in projections' rows go in likewise. The first round trip
-// also asks which of the batch's runs are stored already; their rows are
-// merged (INSERT ... ON CONFLICT DO UPDATE), and the rows of the others
-// are inserted as they are, which costs PostgreSQL a third less (no
-// speculative insertion). When a concurrent batch stored such a run in
-// between, the insert fails, and the batch is applied again, looking its
-// runs up anew.
 func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	l := b.Lease
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
@@ -54,23 +46,14 @@ func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error
 	w := s.newWork(b, s.dups.met(tp))
 	defer func() { w.release() }()
 	res, stored, err := s.apply(ctx, w)
-	conflicts, taken := 0, 0
-	// A duplicate turns the fast way off. A run taken meanwhile makes the
-	// batch look its runs up again, in a new transaction (never merge the
-	// rows of runs it did not see stored: such a merge may wait on
-	// another batch's insert while that one waits on it, a deadlock); a
-	// batch that keeps meeting them fails, and the worker tries it again
-	// after a backoff. The horizon moves only forward, and rarely.
+	conflicts := 0
+	// A duplicate turns the fast way off; the horizon moves only forward,
+	// and rarely.
 	for again := true; again; {
 		switch {
 		case errors.Is(err, errHorizonMoved):
-			probeSteps := w.probeSteps
 			w.release()
 			w = s.newWork(b, w.safe)
-			w.probeSteps = probeSteps
-		case errors.Is(err, errRunTaken) && taken < maxRunTaken:
-			taken++
-			w.probeSteps = true
 		case errors.Is(err, errStoredDuplicate):
 			conflicts = 1
 			s.dups.set(tp, true)
@@ -98,13 +81,6 @@ var errStoredDuplicate = errors.New("an event_id of the batch is already stored"
 // prepared with the one the store knew.
 var errHorizonMoved = errors.New("the retention horizon moved")
 
-// maxRunTaken is how many times in a row Apply tries a batch again that
-// meets errRunTaken.
-const maxRunTaken = 10
-
-// errRunTaken: a run that was not stored when the batch began was stored
-// by a concurrent batch before this one inserted its rows.
-var errRunTaken = errors.New("a run of the batch was stored meanwhile")
 
 // work is a batch made ready for its transaction. The fast way, everything
 // the client computes for the built-in projections is computed before the
@@ -129,20 +105,12 @@ type work struct {
 	copyBuf *[]byte
 	merges  []merge
 	dead    dbsqlc.InsertDeadLettersParams
-	// runIDs are the distinct runs of recs: the transaction asks which of
-	// them are stored, and the built-in projections insert the rows of the
-	// others instead of merging them.
-	runIDs []string
-	// probeSteps: look up the runs that have steps stored too (once an
-	// insert met a stored row: a run deleted by hand may have left steps).
-	probeSteps bool
 }
 
 func (s *Store) newWork(b *model.Batch, safe bool) *work {
 	l := b.Lease
 	w := &work{b: b, safe: safe, horizon: s.knownHorizon()}
 	w.recs, w.old = holdBack(b.UniqueRecords(), w.horizon)
-	w.runIDs = distinctRuns(w.recs)
 	if len(b.DeadLetters) > 0 {
 		w.dead = deadLettersParams(l.Topic, l.Partition, b.DeadLetters)
 	}
@@ -202,19 +170,13 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	var horizon pgtype.Timestamptz
 	dbsqlc.QueueHorizon(first, &horizon)
 	dbsqlc.QueueLockOffset(first, dbsqlc.LockOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition}, &cur)
-	// What is stored is read once the offset row is locked: no reset or
-	// rebuild (which delete events and runs) runs from then on until the
-	// commit, so the stored runs stay stored, and only concurrent batches
-	// add to them.
+	// Which old events are stored is read once the offset row is locked:
+	// no reset or rebuild (which delete events) runs from then on until
+	// the commit.
 	var storedOld map[string]bool
 	if len(w.old) > 0 {
 		storedOld = make(map[string]bool, len(w.old))
 		dbsqlc.QueueStoredEventIDs(first, eventIDs(w.old), storedOld)
-	}
-	var storedRuns map[string]bool
-	if len(w.runIDs) > 0 {
-		storedRuns = make(map[string]bool, len(w.runIDs))
-		dbsqlc.QueueExistingRuns(first, w.runIDs, w.probeSteps, storedRuns)
 	}
 	err = conn.SendBatch(ctx, first).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -258,7 +220,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	second := &pgx.Batch{}
 	for _, m := range merges {
 		if m.queue != nil {
-			m.queue(second, storedRuns)
+			m.queue(second)
 		}
 	}
 	var deadStored int64
@@ -272,9 +234,6 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	var unknown []string
 	dbsqlc.QueueUnknownProjections(second, s.names(), &unknown)
 	if err = conn.SendBatch(ctx, second).Close(); err != nil {
-		if isBuiltinRowTaken(err) {
-			return res, 0, fmt.Errorf("%w: %w", errRunTaken, err)
-		}
 		return res, 0, fmt.Errorf("merge projections and move offset: %w", err)
 	}
 	if len(unknown) > 0 {
@@ -570,16 +529,6 @@ func deadLettersParams(topic string, partition int32, dls []model.DeadLetter) db
 		p.Errors[i] = d.Error
 	}
 	return p
-}
-
-// distinctRuns returns the distinct workflow_run_ids of recs, sorted.
-func distinctRuns(recs []*model.Record) []string {
-	ids := make([]string, len(recs))
-	for i := range recs {
-		ids[i] = recs[i].Event.WorkflowRunID
-	}
-	slices.Sort(ids)
-	return slices.Compact(ids)
 }
 
 // countTypes counts the events of recs by event_type.

@@ -302,11 +302,10 @@ func TestRepeatedEventIDFirstAppliedWins(t *testing.T) {
 	require.Equal(t, int64(1), runs[0].EventCount)
 }
 
-// TestApplyMergesWhenARunIsStoredMeanwhile: a batch inserts the rows of
-// runs it found unstored as they are; when another transaction stored a
-// row of such a run in between, the batch is applied again with merges,
-// and the row combines both.
-func TestApplyMergesWhenARunIsStoredMeanwhile(t *testing.T) {
+// TestApplyMergesAStepWhoseRunIsGone: a step row whose run row was
+// deleted (by hand) is merged with the step's new events, and the run row
+// made again.
+func TestApplyMergesAStepWhoseRunIsGone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st := storetest.New(t)
@@ -315,8 +314,6 @@ func TestApplyMergesWhenARunIsStoredMeanwhile(t *testing.T) {
 		eventJSON("e1", "run.queued", "r1", t0, 1, ""),
 		eventJSON("e2", "step.started", "r1", t0.Add(time.Second), 1, "")))
 	require.NoError(t, err)
-	// What a concurrent batch does between this batch's look-up of its
-	// runs and its insert: the run's row is not there, its step's is.
 	_, err = st.Pool().Exec(ctx, "DELETE FROM workflow_runs")
 	require.NoError(t, err)
 
@@ -334,8 +331,9 @@ func TestApplyMergesWhenARunIsStoredMeanwhile(t *testing.T) {
 
 // TestConcurrentBatchesOfOneRunMergeAsProject: the events of each run are
 // spread over four partitions whose batches apply at once, so that
-// batches race to store a run's first rows; the rows end as the
-// projection of all the events computed in Go, for runs and steps.
+// batches race to store a run's first rows and to merge them; the rows
+// end as the projection of all the events computed in Go, for runs and
+// steps.
 func TestConcurrentBatchesOfOneRunMergeAsProject(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

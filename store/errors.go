@@ -73,14 +73,6 @@ func isStoredDuplicate(err error) bool {
 	return pgErr != nil && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == "workflow_events"
 }
 
-// isBuiltinRowTaken reports whether err is an insert into a built-in
-// projection's table that met a row already stored.
-func isBuiltinRowTaken(err error) bool {
-	pgErr := pgError(err)
-	return pgErr != nil && pgErr.Code == pgerrcode.UniqueViolation &&
-		(pgErr.TableName == "workflow_runs" || pgErr.TableName == "workflow_steps")
-}
-
 // isLockTimeout reports whether a statement gave up waiting for a lock
 // (lock_timeout).
 func isLockTimeout(err error) bool {
@@ -111,8 +103,6 @@ func classify(err error) error {
 		return nil
 	case errors.As(err, &pe):
 		return err // the projection's fault, whatever PostgreSQL said: retried
-	case errors.Is(err, errRunTaken):
-		return err // a race with other batches, not the data's fault: retried
 	case IsDataError(err):
 		return fmt.Errorf("%w: %w", model.ErrRejected, err)
 	case IsSchemaError(err):

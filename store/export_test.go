@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,7 +52,3 @@ func (s *Store) MergeSteps(ctx context.Context, steps []model.Step, queued bool)
 	}
 	return tx.Commit(ctx)
 }
-
-// ClassifyRunTaken classifies err as Apply does once a batch has met a run
-// stored meanwhile too many times.
-func ClassifyRunTaken(err error) error { return classify(fmt.Errorf("%w: %w", errRunTaken, err)) }

@@ -126,20 +126,7 @@ type folder interface {
 // merge is a folder's prepared merge: queue adds it to a batch; rows is
 // how many rows it merges.
 type merge struct {
-	// queue adds the merge to b. With stored set (the batch's runs that
-	// are stored already: dbsqlc.ExistingRuns), the rows of the other
-	// runs are inserted as they are, without ON CONFLICT, which costs
-	// PostgreSQL about a third less; with stored nil, every row is merged.
-	// The inserts go first, then the merges, each in key order: two
-	// batches then never wait for each other in a cycle. One waits for
-	// another's insert of a run new to both only while inserting in key
-	// order, and the merges touch only rows committed before the batch
-	// looked (a row the other inserts since fails its insert at once).
-	// (A dead-letter replay merges every row in one statement, as Apply
-	// of the built-in projections does: with a batch, it may wait in a
-	// cycle, which PostgreSQL breaks as a deadlock after a second, and
-	// the replay's transaction is tried again.)
-	queue func(b *pgx.Batch, stored map[string]bool)
+	queue func(b *pgx.Batch)
 	rows  int
 }
 
@@ -152,23 +139,6 @@ func (s *Store) prepareMerges(recs []*model.Record) []merge {
 		}
 	}
 	return ms
-}
-
-// splitStored splits rows (in key order) into those of runs that are
-// stored already and the others, each in key order; with stored nil,
-// every row counts as stored.
-func splitStored[T any](rows []T, runID func(*T) string, stored map[string]bool) (old, fresh []T) {
-	if stored == nil {
-		return rows, nil
-	}
-	for i := range rows {
-		if stored[runID(&rows[i])] {
-			old = append(old, rows[i])
-		} else {
-			fresh = append(fresh, rows[i])
-		}
-	}
-	return old, fresh
 }
 
 // runsProjection is workflow_runs (contract §3): model.Combine in SQL.
@@ -188,15 +158,8 @@ func (runsProjection) prepare(recs []*model.Record) merge {
 	if len(runs) == 0 {
 		return merge{}
 	}
-	return merge{queue: func(b *pgx.Batch, stored map[string]bool) {
-		old, fresh := splitStored(runs, func(r *model.Run) string { return r.WorkflowRunID }, stored)
-		if len(fresh) > 0 {
-			dbsqlc.QueueInsertRuns(b, mergeRunsParams(fresh))
-		}
-		if len(old) > 0 {
-			dbsqlc.QueueMergeRuns(b, mergeRunsParams(old))
-		}
-	}, rows: len(runs)}
+	params := mergeRunsParams(runs)
+	return merge{queue: func(b *pgx.Batch) { dbsqlc.QueueMergeRuns(b, params) }, rows: len(runs)}
 }
 
 func (runsProjection) Forget(ctx context.Context, db DB, runIDs []string) error {
@@ -221,15 +184,8 @@ func (stepsProjection) prepare(recs []*model.Record) merge {
 	if len(steps) == 0 {
 		return merge{}
 	}
-	return merge{queue: func(b *pgx.Batch, stored map[string]bool) {
-		old, fresh := splitStored(steps, func(s *model.Step) string { return s.WorkflowRunID }, stored)
-		if len(fresh) > 0 {
-			dbsqlc.QueueInsertSteps(b, mergeStepsParams(fresh))
-		}
-		if len(old) > 0 {
-			dbsqlc.QueueMergeSteps(b, mergeStepsParams(old))
-		}
-	}, rows: len(steps)}
+	params := mergeStepsParams(steps)
+	return merge{queue: func(b *pgx.Batch) { dbsqlc.QueueMergeSteps(b, params) }, rows: len(steps)}
 }
 
 func (stepsProjection) Forget(ctx context.Context, db DB, runIDs []string) error {

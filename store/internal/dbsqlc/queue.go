@@ -38,25 +38,6 @@ func QueueInsertEvents(b *pgx.Batch, arg InsertEventsParams, out *[]string) {
 	})
 }
 
-// QueueExistingRuns queues ExistingRuns, or ExistingRunsOrSteps when
-// steps is set; the stored run ids are added to out.
-func QueueExistingRuns(b *pgx.Batch, workflowRunIds []string, steps bool, out map[string]bool) {
-	q := existingRuns
-	if steps {
-		q = existingRunsOrSteps
-	}
-	b.Queue(q, workflowRunIds).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			out[id] = true
-		}
-		return rows.Err()
-	})
-}
-
 // QueueHorizon queues Horizon; the horizon is scanned into out.
 func QueueHorizon(b *pgx.Batch, out *pgtype.Timestamptz) {
 	b.Queue(horizon).QueryRow(func(row pgx.Row) error { return row.Scan(out) })
@@ -78,13 +59,8 @@ func QueueStoredEventIDs(b *pgx.Batch, eventIds []string, out map[string]bool) {
 }
 
 // QueueMergeRuns queues MergeRuns.
-func QueueMergeRuns(b *pgx.Batch, arg MergeRunsParams) { queueRuns(b, mergeRuns, arg) }
-
-// QueueInsertRuns queues InsertRuns, whose arguments are MergeRuns'.
-func QueueInsertRuns(b *pgx.Batch, arg MergeRunsParams) { queueRuns(b, insertRuns, arg) }
-
-func queueRuns(b *pgx.Batch, sql string, arg MergeRunsParams) {
-	b.Queue(sql,
+func QueueMergeRuns(b *pgx.Batch, arg MergeRunsParams) {
+	b.Queue(mergeRuns,
 		arg.WorkflowRunIds, arg.WorkflowIds, arg.Sources, arg.Attempts, arg.Statuses,
 		arg.QueuedAts, arg.StartedAts, arg.FinishedAts, arg.Errors, arg.HasErrors,
 		arg.StepsSucceeded, arg.StepsFailed, arg.StepsSkipped, arg.EventCounts,
@@ -93,13 +69,8 @@ func queueRuns(b *pgx.Batch, sql string, arg MergeRunsParams) {
 }
 
 // QueueMergeSteps queues MergeSteps.
-func QueueMergeSteps(b *pgx.Batch, arg MergeStepsParams) { queueSteps(b, mergeSteps, arg) }
-
-// QueueInsertSteps queues InsertSteps, whose arguments are MergeSteps'.
-func QueueInsertSteps(b *pgx.Batch, arg MergeStepsParams) { queueSteps(b, insertSteps, arg) }
-
-func queueSteps(b *pgx.Batch, sql string, arg MergeStepsParams) {
-	b.Queue(sql,
+func QueueMergeSteps(b *pgx.Batch, arg MergeStepsParams) {
+	b.Queue(mergeSteps,
 		arg.WorkflowRunIds, arg.Attempts, arg.StepIds, arg.WorkflowIds, arg.Sources,
 		arg.Statuses, arg.StartedAts, arg.FinishedAts, arg.Errors, arg.HasErrors,
 		arg.EventCounts, arg.FirstEventAts, arg.LastEventAts, arg.LatestEventIds,
