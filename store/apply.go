@@ -81,7 +81,6 @@ var errStoredDuplicate = errors.New("an event_id of the batch is already stored"
 // prepared with the one the store knew.
 var errHorizonMoved = errors.New("the retention horizon moved")
 
-
 // work is a batch made ready for its transaction. The fast way, everything
 // the client computes for the built-in projections is computed before the
 // transaction begins, so that the transaction never waits on the client
