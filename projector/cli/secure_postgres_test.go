@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,7 +38,7 @@ type tlsPostgres struct {
 
 func startTLSPostgres(t *testing.T) *tlsPostgres {
 	t.Helper()
-	initdb, pgCtl := pgBinary(t, "initdb"), pgBinary(t, "pg_ctl")
+	initdb, pgCtl := storetest.PGBinary(t, "initdb"), storetest.PGBinary(t, "pg_ctl")
 	dir, err := os.MkdirTemp("", "projector-tls-pg-")
 	require.NoError(t, err)
 	var runAs []string
@@ -86,7 +85,7 @@ func startTLSPostgres(t *testing.T) *tlsPostgres {
 	require.NoError(t, os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600))
 	chown(filepath.Join(data, "pg_hba.conf"))
 
-	s.port = freeTCPPort(t)
+	s.port = storetest.FreePort(t)
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=localhost -c fsync=off -c ssl=on -c ssl_cert_file=%s -c ssl_key_file=%s",
 		s.port, dir, filepath.Join(dir, filepath.Base(cert.CertFile)), filepath.Join(dir, filepath.Base(cert.KeyFile)))
 	out, err = command(pgCtl, "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts, "-w", "-t", "120", "start").CombinedOutput()
@@ -103,31 +102,6 @@ func (s *tlsPostgres) url(host, user, password, db string, params ...string) str
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: net.JoinHostPort(host, strconv.Itoa(s.port)), Path: "/" + db}
 	u.RawQuery = strings.Join(params, "&")
 	return u.String()
-}
-
-// pgBinary finds a PostgreSQL server program on PATH or in Debian's
-// /usr/lib/postgresql/<version>/bin, newest first.
-func pgBinary(t testing.TB, name string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
-	sort.Slice(found, func(i, j int) bool {
-		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(found[i]))))
-		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(found[j]))))
-		return vi > vj
-	})
-	require.NotEmpty(t, found, "the PostgreSQL TLS tests run a server of their own: %s must be on PATH or in /usr/lib/postgresql/*/bin (apt-get install postgresql)", name)
-	return found[0]
-}
-
-func freeTCPPort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // TestPostgresOverTLS: with sslmode=require, then verify-full against

@@ -5,16 +5,15 @@ package faults_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/projector-run/projector/store/storetest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,7 +36,7 @@ type pgServer struct {
 // settings are name=value server settings.
 func startPostgres(t testing.TB, settings ...string) *pgServer {
 	t.Helper()
-	s := &pgServer{t: t, initdb: pgBinary(t, "initdb"), pgCtl: pgBinary(t, "pg_ctl"), settings: settings}
+	s := &pgServer{t: t, initdb: storetest.PGBinary(t, "initdb"), pgCtl: storetest.PGBinary(t, "pg_ctl"), settings: settings}
 	dir, err := os.MkdirTemp("", "projector-faults-pg-")
 	require.NoError(t, err)
 	s.dir = dir
@@ -55,34 +54,9 @@ func startPostgres(t testing.TB, settings ...string) *pgServer {
 	}
 	out, err := s.command(s.initdb, "-D", s.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync").CombinedOutput()
 	require.NoError(t, err, "initdb: %s", out)
-	s.port = freePort(t)
+	s.port = storetest.FreePort(t)
 	s.start()
 	return s
-}
-
-// pgBinary finds a PostgreSQL server program on PATH or in Debian's
-// /usr/lib/postgresql/<version>/bin, newest first.
-func pgBinary(t testing.TB, name string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
-	sort.Slice(found, func(i, j int) bool {
-		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(found[i]))))
-		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(found[j]))))
-		return vi > vj
-	})
-	require.NotEmpty(t, found, "the PostgreSQL restart scenario runs a server of its own: %s must be on PATH or in /usr/lib/postgresql/*/bin (apt-get install postgresql)", name)
-	return found[0]
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func (s *pgServer) data() string { return filepath.Join(s.dir, "data") }

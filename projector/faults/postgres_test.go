@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/projector-run/projector/store/storetest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -129,7 +130,7 @@ func TestPostgresServerRestart(t *testing.T) {
 	e := newEnv(t, envConfig{partitions: 4, dbURL: pg.createDatabase("projector")})
 	msgs := workload(4, 3000)
 	e.produce(msgs[:len(msgs)/4])
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
 	workers := []*worker{e.startWorker("w1", "--http-addr", httpAddr), e.startWorker("w2")}
 	waitProduced := e.produceOver(msgs[len(msgs)/4:], 20*time.Second)
 	readyz := func() (int, string) {
