@@ -123,22 +123,23 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 // runWorker waits for the database, then runs the worker until ctx ends (or
 // it has caught up, with --until-caught-up) and logs what it did.
 func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *consumer.Worker, m *consumer.Metrics, cfg consumer.Config) error {
-	if err := a.checkSchema(ctx, cmd, st); err != nil || ctx.Err() != nil {
-		return err
-	}
 	// What is wrong in the database or the files is said at once, before
-	// a broker that may be down is waited for.
-	if err := a.checkSQLProjections(ctx, st); err != nil {
-		return err
-	}
-	if err := a.checkKafka(ctx, cfg); err != nil || ctx.Err() != nil {
-		return err
-	}
-	if err := a.setupProjections(ctx, st); err != nil {
-		return err
-	}
-	if err := a.buildProjections(ctx, st); err != nil || ctx.Err() != nil {
-		return err
+	// a broker that may be down is waited for. A SIGINT or SIGTERM during
+	// any step ends the worker with exit code 0, whatever the step says of
+	// its cancelled context.
+	for _, step := range []func() error{
+		func() error { return a.checkSchema(ctx, cmd, st) },
+		func() error { return a.checkSQLProjections(ctx, st) },
+		func() error { return a.checkKafka(ctx, cfg) },
+		func() error { return a.setupProjections(ctx, st) },
+		func() error { return a.buildProjections(ctx, st) },
+	} {
+		if err := step(); err != nil || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 	}
 	if path := cmd.String("cpu-profile"); path != "" {
 		f, err := os.Create(path)
