@@ -368,6 +368,7 @@ func TestProjectionsRegistry(t *testing.T) {
 		{"offsets", "reset", "--to", "earliest"},
 		{"rebuild"},
 		{"dlq", "replay"},
+		{"prune", "--before", "2000-01-01T00:00:00Z"},
 	} {
 		code, _, stderr := w.cli(args...)
 		require.Equal(t, 2, code, "%v: %s", args, stderr)
