@@ -352,15 +352,15 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 		}
 		// Runs whose history was pruned in part cannot be rebuilt from
 		// what is stored: refused, or kept as they are.
-		var pruned map[string]bool
+		var pruned prunedFilter
 		if opts.KeepPrunedRuns {
-			if pruned, err = s.prunedRunSet(ctx, tx); err != nil {
+			if pruned, err = s.prunedFilter(ctx, tx); err != nil {
 				return err
 			}
 		} else if err := s.checkPrunedRuns(ctx, tx, nil); err != nil {
 			return err
 		}
-		if !opts.DryRun && len(pruned) == 0 {
+		if !opts.DryRun && !pruned.active() {
 			if err := forgetAll(ctx, tx, others); err != nil {
 				return err
 			}
@@ -391,7 +391,9 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 				break
 			}
 			last := ids[len(ids)-1]
-			ids = notPruned(ids, pruned, func(id string) string { return id })
+			if ids, err = s.notPrunedIDs(ctx, tx, pruned, ids); err != nil {
+				return err
+			}
 			events, err := s.loadEvents(ctx, tx, dbsqlc.EventsOfRunsParams{RunIds: ids})
 			if err != nil {
 				return err
@@ -401,13 +403,13 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 				if err != nil {
 					return fmt.Errorf("read runs: %w", err)
 				}
-				rows = notPruned(rows, pruned, runID)
+				rows = pruned.rows(rows)
 				if err := sy.sync(ctx, rows, projectRuns(events)); err != nil {
 					return err
 				}
 			}
 			if !opts.DryRun {
-				if len(pruned) > 0 {
+				if pruned.active() {
 					if err := forgetRuns(ctx, tx, others, ids); err != nil {
 						return err
 					}
@@ -440,7 +442,7 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 				break
 			}
 			after = rows[len(rows)-1].WorkflowRunID
-			if err := sy.sync(ctx, notPruned(rows, pruned, runID), nil); err != nil {
+			if err := sy.sync(ctx, pruned.rows(rows), nil); err != nil {
 				return err
 			}
 		}
@@ -451,16 +453,6 @@ func (s *Store) Rebuild(ctx context.Context, opts RebuildOptions) (RebuildResult
 	}
 	return res, nil
 }
-
-// notPruned returns the items of xs whose run is not in pruned.
-func notPruned[T any](xs []T, pruned map[string]bool, run func(T) string) []T {
-	if len(pruned) == 0 {
-		return xs
-	}
-	return slices.DeleteFunc(slices.Clone(xs), func(x T) bool { return pruned[run(x)] })
-}
-
-func runID(r dbsqlc.WorkflowRun) string { return r.WorkflowRunID }
 
 // finishBuilds records in the projections table that names were built
 // from all n stored events, now, in tx (which holds the offsets lock).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -110,24 +111,62 @@ func (s *Store) checkPrunedRuns(ctx context.Context, tx pgx.Tx, runIDs []string)
 	return e
 }
 
-// prunedRunSet returns every run whose history was pruned in part, in
-// tx; nil when nothing was ever pruned.
-func (s *Store) prunedRunSet(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {
+// prunedFilter leaves the runs whose history was pruned in part out of
+// a rebuild (RebuildOptions.KeepPrunedRuns), a chunk at a time, so that
+// a year of pruned runs is never held in memory. Its zero value leaves
+// out none.
+type prunedFilter struct{ horizon time.Time }
+
+// prunedFilter returns the filter of tx's pruned runs: the zero one when
+// there are none.
+func (s *Store) prunedFilter(ctx context.Context, tx pgx.Tx) (prunedFilter, error) {
 	h, err := s.horizonIn(ctx, tx)
 	if err != nil || h.IsZero() {
-		return nil, err
+		return prunedFilter{}, err
 	}
-	ids, err := s.q.PrunedRuns(ctx, tx, dbsqlc.PrunedRunsParams{
-		Horizon: pgtype.Timestamptz{Time: h, Valid: true}, MaxRuns: 1<<31 - 1,
+	some, err := s.q.PrunedRuns(ctx, tx, dbsqlc.PrunedRunsParams{Horizon: pgtype.Timestamptz{Time: h, Valid: true}, MaxRuns: 1})
+	if err != nil {
+		return prunedFilter{}, fmt.Errorf("look up pruned runs: %w", err)
+	}
+	if len(some) == 0 {
+		return prunedFilter{}, nil
+	}
+	return prunedFilter{horizon: h}, nil
+}
+
+func (f prunedFilter) active() bool { return !f.horizon.IsZero() }
+
+// rows returns the stored runs of rows whose history was not pruned.
+func (f prunedFilter) rows(rows []dbsqlc.WorkflowRun) []dbsqlc.WorkflowRun {
+	if !f.active() {
+		return rows
+	}
+	return slices.DeleteFunc(slices.Clone(rows), func(r dbsqlc.WorkflowRun) bool { return r.FirstEventAt.Time.Before(f.horizon) })
+}
+
+// notPrunedIDs returns the runs of ids whose history f does not leave
+// out, in tx.
+func (s *Store) notPrunedIDs(ctx context.Context, tx pgx.Tx, f prunedFilter, ids []string) ([]string, error) {
+	if !f.active() || len(ids) == 0 {
+		return ids, nil
+	}
+	pruned, err := s.q.PrunedRuns(ctx, tx, dbsqlc.PrunedRunsParams{
+		Horizon: pgtype.Timestamptz{Time: f.horizon, Valid: true}, RunIds: ids, MaxRuns: int32(len(ids)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("look up pruned runs: %w", err)
 	}
-	set := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		set[id] = true
+	if len(pruned) == 0 {
+		return ids, nil
 	}
-	return set, nil
+	// pruned is in workflow_run_id order, COLLATE "C": bytewise, as Go's.
+	out := make([]string, 0, len(ids)-len(pruned))
+	for _, id := range ids {
+		if _, found := slices.BinarySearch(pruned, id); !found {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // knownHorizon is the retention horizon as the latest batch read it; the
