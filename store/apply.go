@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -33,6 +34,13 @@ import (
 // that skips stored event_ids (ON CONFLICT DO NOTHING) and says which
 // rows were new. A partition whose batches keep meeting such duplicates
 // stays on the safe way until a batch finds none.
+//
+// Steps go in the same spirit: a plain insert first, since in a backlog a
+// step's events mostly come in one batch, and the usual upsert (ON
+// CONFLICT ... DO UPDATE, which costs about twice as much a row) from a
+// savepoint when a step is already stored. A partition whose batch met a
+// stored step upserts its next fastPause batches at once, as a live
+// stream does nearly every batch.
 func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	l := b.Lease
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
@@ -216,23 +224,49 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 		fresh = w.recs
 	}
 
+	var deadStored int64
+	var unknown []string
+	// The merges, then the batch's other statements. Merges that have a
+	// fast way take it unless the partition's last ones met stored rows;
+	// when one meets a stored row, the transaction goes back to the
+	// savepoint before them and merges them the usual way.
+	queue := func(q *pgx.Batch, merges []merge, fast bool) {
+		for i, m := range merges {
+			switch {
+			case fast && m.insert != nil:
+				if i == firstFast(merges) {
+					q.Queue("SAVEPOINT " + fastMergesSavepoint)
+				}
+				m.insert(q)
+			case m.queue != nil:
+				m.queue(q)
+			}
+		}
+		if len(dead.Offsets) > 0 {
+			dbsqlc.QueueInsertDeadLetters(q, dead, &deadStored)
+		}
+		dbsqlc.QueueAdvanceOffset(q, dbsqlc.AdvanceOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End, Events: int64(len(fresh))})
+		// A projection registered since this process started, by a
+		// binary that has it, must not miss this batch's events: this
+		// process lacks it, so it must stop instead.
+		dbsqlc.QueueUnknownProjections(q, s.names(), &unknown)
+	}
+	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
+	fast := firstFast(merges) >= 0 && s.fastMerges.use(tp)
 	second := &pgx.Batch{}
-	for _, m := range merges {
-		if m.queue != nil {
-			m.queue(second)
+	queue(second, merges, fast)
+	err = conn.SendBatch(ctx, second).Close()
+	if fast && isFastMergeConflict(err, merges) {
+		s.fastMerges.conflicted(tp)
+		// On its own: until it has run, the transaction refuses even to
+		// prepare the statements of a batch.
+		if _, err = conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+fastMergesSavepoint); err == nil {
+			again := &pgx.Batch{}
+			queue(again, merges[firstFast(merges):], false)
+			err = conn.SendBatch(ctx, again).Close()
 		}
 	}
-	var deadStored int64
-	if len(dead.Offsets) > 0 {
-		dbsqlc.QueueInsertDeadLetters(second, dead, &deadStored)
-	}
-	dbsqlc.QueueAdvanceOffset(second, dbsqlc.AdvanceOffsetParams{GroupID: l.Group, Topic: l.Topic, Partition: l.Partition, NextOffset: b.End, Events: int64(len(fresh))})
-	// A projection registered since this process started, by a binary
-	// that has it, must not miss this batch's events: this process lacks
-	// it, so it must stop instead.
-	var unknown []string
-	dbsqlc.QueueUnknownProjections(second, s.names(), &unknown)
-	if err = conn.SendBatch(ctx, second).Close(); err != nil {
+	if err != nil {
 		return res, 0, fmt.Errorf("merge projections and move offset: %w", err)
 	}
 	if len(unknown) > 0 {
@@ -302,6 +336,74 @@ func copyEvents(ctx context.Context, conn *pgconn.PgConn, w *work) error {
 // copyBuffers holds the buffers COPY streams are built in, so that a
 // batch reuses one instead of growing a new one.
 var copyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// fastMergesSavepoint is where a batch's transaction goes back to when a
+// merge's fast way met a stored row.
+const fastMergesSavepoint = "fast_merges"
+
+// firstFast returns the index of the first merge of ms that has a fast
+// way, or -1. The merges from there on are done again when one fails.
+func firstFast(ms []merge) int {
+	for i, m := range ms {
+		if m.insert != nil {
+			return i
+		}
+	}
+	return -1
+}
+
+// isFastMergeConflict reports whether err is the fast way of one of ms
+// meeting a stored row.
+func isFastMergeConflict(err error, ms []merge) bool {
+	pgErr := pgError(err)
+	if pgErr == nil || pgErr.Code != pgerrcode.UniqueViolation {
+		return false
+	}
+	for _, m := range ms {
+		if m.insert != nil && m.table == pgErr.TableName {
+			return true
+		}
+	}
+	return false
+}
+
+// fastState remembers which partitions' merges met stored rows the fast
+// way, so that their next few batches merge the usual way at once: a
+// live stream, whose steps start in one batch and end in a later one,
+// would otherwise pay for each step twice.
+type fastState struct {
+	mu sync.Mutex
+	// m holds, for a partition whose fast way failed, how many batches
+	// are still to merge the usual way.
+	m map[model.TopicPartition]int
+}
+
+// fastPause is how many batches of a partition merge the usual way after
+// its fast way met a stored row.
+const fastPause = 8
+
+// use reports whether the partition's next batch may take the fast way.
+func (f *fastState) use(tp model.TopicPartition) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[tp] == 0 {
+		return true
+	}
+	f.m[tp]--
+	if f.m[tp] == 0 {
+		delete(f.m, tp)
+	}
+	return false
+}
+
+func (f *fastState) conflicted(tp model.TopicPartition) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[model.TopicPartition]int{}
+	}
+	f.m[tp] = fastPause
+}
 
 // dupState remembers which partitions met an already stored event_id in
 // their last batch, so that their next batch goes the safe way at once.

@@ -52,3 +52,14 @@ func (s *Store) MergeSteps(ctx context.Context, steps []model.Step, queued bool)
 	}
 	return tx.Commit(ctx)
 }
+
+// FastMergesPaused returns how many more batches of a partition merge the
+// usual way because its fast way met a stored row.
+func FastMergesPaused(s *Store, topic string, partition int32) int {
+	s.fastMerges.mu.Lock()
+	defer s.fastMerges.mu.Unlock()
+	return s.fastMerges.m[model.TopicPartition{Topic: topic, Partition: partition}]
+}
+
+// FastPause is fastPause.
+const FastPause = fastPause

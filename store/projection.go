@@ -124,10 +124,15 @@ type folder interface {
 }
 
 // merge is a folder's prepared merge: queue adds it to a batch; rows is
-// how many rows it merges.
+// how many rows it merges. A merge may also have a fast way, insert,
+// that only inserts (no stored row may have the keys of its rows): when
+// one of them does, the statement fails with a unique_violation on
+// table, and the merge is done again the usual way (Store.apply).
 type merge struct {
-	queue func(b *pgx.Batch)
-	rows  int
+	queue  func(b *pgx.Batch)
+	insert func(b *pgx.Batch)
+	table  string
+	rows   int
 }
 
 // prepareMerges prepares the merge of every folder for recs.
@@ -185,7 +190,12 @@ func (stepsProjection) prepare(recs []*model.Record) merge {
 		return merge{}
 	}
 	params := mergeStepsParams(steps)
-	return merge{queue: func(b *pgx.Batch) { dbsqlc.QueueMergeSteps(b, params) }, rows: len(steps)}
+	return merge{
+		queue:  func(b *pgx.Batch) { dbsqlc.QueueMergeSteps(b, params) },
+		insert: func(b *pgx.Batch) { dbsqlc.QueueInsertSteps(b, params) },
+		table:  "workflow_steps",
+		rows:   len(steps),
+	}
 }
 
 func (stepsProjection) Forget(ctx context.Context, db DB, runIDs []string) error {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/projector/model"
+	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -147,4 +148,65 @@ func TestMergeStepsEmptyAndRepeatedMerge(t *testing.T) {
 	require.Equal(t, "failed", rows[0].Status)
 	require.Equal(t, "exit 2", rows[0].Error.String)
 	require.Equal(t, int64(1500), rows[0].DurationMS.Int64)
+}
+
+// TestApplyStepsFastWayFallsBack: a batch merges its steps with a plain
+// insert first; when a step of it is already stored, the insert fails and
+// the batch merges its steps the usual way instead, from a savepoint,
+// with nothing lost or counted twice. The partition's next FastPause
+// batches merge the usual way at once, and the one after tries the fast
+// way again.
+func TestApplyStepsFastWayFallsBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.New(t)
+	lease := claim(t, st, 0)
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	var events []model.Event
+	n := 0
+	// batch applies one batch of step events of (run, step) pairs: a
+	// step.started for a step not seen before, a step.succeeded else.
+	seen := map[string]bool{}
+	batch := func(keys ...string) {
+		t.Helper()
+		var values [][]byte
+		for _, k := range keys {
+			typ := "step.started"
+			if seen[k] {
+				typ = "step.succeeded"
+			}
+			seen[k] = true
+			n++
+			v := stepEventJSON(fmt.Sprintf("e%03d", n), typ, "r-"+k, t0.Add(time.Duration(n)*time.Second), 1, "build", "")
+			e, err := model.Decode(v)
+			require.NoError(t, err)
+			events = append(events, e)
+			values = append(values, v)
+		}
+		b := batchOf(lease, values...)
+		_, err := st.Apply(ctx, b)
+		require.NoError(t, err)
+		lease.NextOffset = b.End
+	}
+
+	batch("a", "b")
+	require.Zero(t, store.FastMergesPaused(st, topic, 0), "new steps went in the fast way")
+	batch("c", "a", "d") // a is stored: the fast way fails, then merges
+	require.Equal(t, store.FastPause, store.FastMergesPaused(st, topic, 0))
+	for i := range store.FastPause {
+		batch(fmt.Sprintf("n%d", i), "b")
+		require.Equal(t, store.FastPause-1-i, store.FastMergesPaused(st, topic, 0))
+	}
+	batch("c", "e") // the fast way again, and it fails again
+	require.Equal(t, store.FastPause, store.FastMergesPaused(st, topic, 0))
+
+	rows, err := st.ListSteps(ctx)
+	require.NoError(t, err)
+	want := model.ProjectSteps(events)
+	require.Len(t, rows, len(want))
+	for i := range want {
+		require.Equal(t, want[i], rows[i].Step, "step %d", i)
+	}
+	require.Equal(t, "succeeded", rows[0].Status)
+	require.Equal(t, int64(2), rows[0].EventCount)
 }

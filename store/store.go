@@ -25,6 +25,9 @@ type Store struct {
 	q    *dbsqlc.Queries
 	// dups: the partitions whose batches meet stored event_ids (Apply).
 	dups dupState
+	// fastMerges: the partitions whose merges met stored rows the fast
+	// way (Apply).
+	fastMerges fastState
 	// slots holds a token per batch transaction in flight (Parallelism).
 	slots chan struct{}
 	// copies: the batch COPYs seen waiting on their client (stalled.go).

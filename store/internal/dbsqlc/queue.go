@@ -78,6 +78,16 @@ func QueueMergeSteps(b *pgx.Batch, arg MergeStepsParams) {
 	)
 }
 
+// QueueInsertSteps queues InsertSteps, which takes MergeSteps' arguments.
+func QueueInsertSteps(b *pgx.Batch, arg MergeStepsParams) {
+	b.Queue(insertSteps,
+		arg.WorkflowRunIds, arg.Attempts, arg.StepIds, arg.WorkflowIds, arg.Sources,
+		arg.Statuses, arg.StartedAts, arg.FinishedAts, arg.Errors, arg.HasErrors,
+		arg.EventCounts, arg.FirstEventAts, arg.LastEventAts, arg.LatestEventIds,
+		arg.DecidingEventIds,
+	)
+}
+
 // QueueInsertDeadLetters queues InsertDeadLetters; the number of rows
 // stored is written to out.
 func QueueInsertDeadLetters(b *pgx.Batch, arg InsertDeadLettersParams, out *int64) {
