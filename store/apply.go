@@ -38,9 +38,9 @@ import (
 // Steps go in the same spirit: a plain insert first, since in a backlog a
 // step's events mostly come in one batch, and the usual upsert (ON
 // CONFLICT ... DO UPDATE, which costs about twice as much a row) from a
-// savepoint when a step is already stored. A partition whose batch met a
-// stored step upserts its next fastPause batches at once, as a live
-// stream does nearly every batch.
+// savepoint when a step is already stored. A partition whose batches keep
+// meeting stored steps, as a live stream's do, upserts at once, trying
+// the plain insert again now and then (fastState).
 func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	l := b.Lease
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
@@ -256,6 +256,9 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	second := &pgx.Batch{}
 	queue(second, merges, fast)
 	err = conn.SendBatch(ctx, second).Close()
+	if fast && err == nil {
+		s.fastMerges.succeeded(tp)
+	}
 	if fast && isFastMergeConflict(err, merges) {
 		s.fastMerges.conflicted(tp)
 		// On its own: until it has run, the transaction refuses even to
@@ -368,41 +371,59 @@ func isFastMergeConflict(err error, ms []merge) bool {
 }
 
 // fastState remembers which partitions' merges met stored rows the fast
-// way, so that their next few batches merge the usual way at once: a
-// live stream, whose steps start in one batch and end in a later one,
-// would otherwise pay for each step twice.
+// way, so that their next batches merge the usual way at once. The pause
+// doubles with each failed try, up to fastPause batches, and ends with a
+// try that succeeds: a backlog, where a step is stored only when a batch
+// boundary cut its events apart, tries the fast way nearly every batch;
+// a live stream, whose steps start in one batch and end in a later one,
+// tries it once every fastPause+1 batches instead of paying for each step
+// twice.
 type fastState struct {
 	mu sync.Mutex
-	// m holds, for a partition whose fast way failed, how many batches
-	// are still to merge the usual way.
-	m map[model.TopicPartition]int
+	m  map[model.TopicPartition]*fastPauseState
 }
 
-// fastPause is how many batches of a partition merge the usual way after
-// its fast way met a stored row.
+type fastPauseState struct {
+	pause int // batches to merge the usual way after the last failed try
+	left  int // of those, how many are still to come
+}
+
+// fastPause is the longest pause.
 const fastPause = 8
 
 // use reports whether the partition's next batch may take the fast way.
 func (f *fastState) use(tp model.TopicPartition) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.m[tp] == 0 {
+	st := f.m[tp]
+	if st == nil || st.left == 0 {
 		return true
 	}
-	f.m[tp]--
-	if f.m[tp] == 0 {
-		delete(f.m, tp)
-	}
+	st.left--
 	return false
 }
 
+// conflicted: the partition's fast way met a stored row.
 func (f *fastState) conflicted(tp model.TopicPartition) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
-		f.m = map[model.TopicPartition]int{}
+		f.m = map[model.TopicPartition]*fastPauseState{}
 	}
-	f.m[tp] = fastPause
+	st := f.m[tp]
+	if st == nil {
+		st = &fastPauseState{}
+		f.m[tp] = st
+	}
+	st.pause = min(max(2*st.pause, 1), fastPause)
+	st.left = st.pause
+}
+
+// succeeded: the partition's fast way met no stored row.
+func (f *fastState) succeeded(tp model.TopicPartition) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, tp)
 }
 
 // dupState remembers which partitions met an already stored event_id in

@@ -58,7 +58,10 @@ func (s *Store) MergeSteps(ctx context.Context, steps []model.Step, queued bool)
 func FastMergesPaused(s *Store, topic string, partition int32) int {
 	s.fastMerges.mu.Lock()
 	defer s.fastMerges.mu.Unlock()
-	return s.fastMerges.m[model.TopicPartition{Topic: topic, Partition: partition}]
+	if st := s.fastMerges.m[model.TopicPartition{Topic: topic, Partition: partition}]; st != nil {
+		return st.left
+	}
+	return 0
 }
 
 // FastPause is fastPause.

@@ -153,9 +153,9 @@ func TestMergeStepsEmptyAndRepeatedMerge(t *testing.T) {
 // TestApplyStepsFastWayFallsBack: a batch merges its steps with a plain
 // insert first; when a step of it is already stored, the insert fails and
 // the batch merges its steps the usual way instead, from a savepoint,
-// with nothing lost or counted twice. The partition's next FastPause
-// batches merge the usual way at once, and the one after tries the fast
-// way again.
+// with nothing lost or counted twice. The partition's next batches merge
+// the usual way at once, for a pause that doubles with each failed try up
+// to FastPause batches and ends with a try that succeeds.
 func TestApplyStepsFastWayFallsBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -189,16 +189,35 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 		lease.NextOffset = b.End
 	}
 
-	batch("a", "b")
-	require.Zero(t, store.FastMergesPaused(st, topic, 0), "new steps went in the fast way")
-	batch("c", "a", "d") // a is stored: the fast way fails, then merges
-	require.Equal(t, store.FastPause, store.FastMergesPaused(st, topic, 0))
-	for i := range store.FastPause {
-		batch(fmt.Sprintf("n%d", i), "b")
-		require.Equal(t, store.FastPause-1-i, store.FastMergesPaused(st, topic, 0))
+	paused := func(want int) {
+		t.Helper()
+		require.Equal(t, want, store.FastMergesPaused(st, topic, 0))
 	}
+	batch("a", "b")
+	paused(0)            // new steps went in the fast way
+	batch("c", "a", "d") // a is stored: the fast way fails, then merges
+	paused(1)
+	batch("n0", "b") // the usual way
+	paused(0)
 	batch("c", "e") // the fast way again, and it fails again
-	require.Equal(t, store.FastPause, store.FastMergesPaused(st, topic, 0))
+	paused(2)
+	batch("n1", "e")
+	paused(1)
+	batch("n2", "e")
+	paused(0)
+	// It keeps failing: a try (pause 4), four batches the usual way, a
+	// try (pause 8, the longest).
+	for range 6 {
+		batch("n3", "a")
+	}
+	paused(store.FastPause)
+	for i := range store.FastPause {
+		batch(fmt.Sprintf("m%d", i), "b")
+	}
+	paused(0)
+	batch("f", "g") // the fast way succeeds: the pause is over
+	batch("f", "h") // f is stored: a pause of 1 again
+	paused(1)
 
 	rows, err := st.ListSteps(ctx)
 	require.NoError(t, err)
@@ -208,5 +227,5 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 		require.Equal(t, want[i], rows[i].Step, "step %d", i)
 	}
 	require.Equal(t, "succeeded", rows[0].Status)
-	require.Equal(t, int64(2), rows[0].EventCount)
+	require.Equal(t, int64(8), rows[0].EventCount, "a's eight events, each counted once")
 }
