@@ -69,41 +69,5 @@ ON CONFLICT (workflow_run_id, attempt, step_id) DO UPDATE SET
         THEN excluded.status ELSE s.status END,
     updated_at = now();
 
--- name: InsertSteps :exec
--- MergeSteps for steps that no stored row has yet, as in a backlog, where
--- a step's events mostly come in one batch: a plain insert, which fails
--- with a unique_violation on a stored step instead of merging it, and
--- so skips the per-row work of ON CONFLICT (a speculative insertion, its
--- lock and a second index probe), which made the steps merge about twice
--- as dear. Same parameters and order as MergeSteps.
-INSERT INTO workflow_steps AS s (
-    workflow_run_id, attempt, step_id, workflow_id, source, status,
-    started_at, finished_at, error, event_count, first_event_at,
-    last_event_at, latest_event_id, deciding_event_id, updated_at
-)
-SELECT u.workflow_run_id, u.attempt, u.step_id, u.workflow_id, u.source,
-       u.status, u.started_at, u.finished_at,
-       CASE WHEN u.has_error THEN u.error END, u.event_count,
-       u.first_event_at, u.last_event_at, u.latest_event_id,
-       NULLIF(u.deciding_event_id, ''), now()
-FROM (SELECT
-    unnest(@workflow_run_ids::text[]) AS workflow_run_id,
-    unnest(@attempts::integer[]) AS attempt,
-    unnest(@step_ids::text[]) AS step_id,
-    unnest(@workflow_ids::text[]) AS workflow_id,
-    unnest(@sources::text[]) AS source,
-    unnest(@statuses::text[]) AS status,
-    unnest(@started_ats::timestamptz[]) AS started_at,
-    unnest(@finished_ats::timestamptz[]) AS finished_at,
-    unnest(@errors::text[]) AS error,
-    unnest(@has_errors::boolean[]) AS has_error,
-    unnest(@event_counts::bigint[]) AS event_count,
-    unnest(@first_event_ats::timestamptz[]) AS first_event_at,
-    unnest(@last_event_ats::timestamptz[]) AS last_event_at,
-    unnest(@latest_event_ids::text[]) AS latest_event_id,
-    unnest(@deciding_event_ids::text[]) AS deciding_event_id
-) AS u
-ORDER BY u.workflow_run_id COLLATE "C", u.attempt, u.step_id COLLATE "C";
-
 -- name: ListSteps :many
 SELECT * FROM workflow_steps ORDER BY workflow_run_id, attempt, step_id;
