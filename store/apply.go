@@ -143,8 +143,12 @@ func (w *work) release() {
 // (the safe way only). The statements go in four round trips: BEGIN and
 // the lock; then, once the fence is checked, the COPY (the fast way) or
 // the insert that skips stored event_ids (the safe way); then, once the
-// new events are known, the run merge, the dead letters and the offset;
-// then COMMIT.
+// new events are known, the merges of the runs and steps, the dead
+// letters and the offset; then COMMIT. When the steps' plain insert meets
+// a stored step, ROLLBACK TO SAVEPOINT and the steps' upsert with the
+// statements after it take two more, and pgx, which drops the cached
+// statements of a batch that failed, prepares them again: a live stream
+// pays that on one batch in fastPause+1 at most.
 func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored int, err error) {
 	b, l := w.b, w.b.Lease
 	conn, err := s.pool.Acquire(ctx)

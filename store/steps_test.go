@@ -165,8 +165,10 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 	var events []model.Event
 	n := 0
 	// batch applies one batch of step events of (run, step) pairs: a
-	// step.started for a step not seen before, a step.succeeded else.
+	// step.started for a step not seen before, a step.succeeded else;
+	// and a message that is no event, a dead letter.
 	seen := map[string]bool{}
+	batches := 0
 	batch := func(keys ...string) {
 		t.Helper()
 		var values [][]byte
@@ -183,10 +185,11 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 			events = append(events, e)
 			values = append(values, v)
 		}
-		b := batchOf(lease, values...)
+		b := batchOf(lease, append(values, []byte(`{not json`))...)
 		_, err := st.Apply(ctx, b)
 		require.NoError(t, err)
 		lease.NextOffset = b.End
+		batches++
 	}
 
 	paused := func(want int) {
@@ -194,12 +197,12 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 		require.Equal(t, want, store.FastMergesPaused(st, topic, 0))
 	}
 	batch("a", "b")
-	paused(0)            // new steps went in the fast way
-	batch("c", "a", "d") // a is stored: the fast way fails, then merges
+	paused(0)             // new steps went in the fast way
+	batch("a0", "b", "d") // b is stored: the fast way fails after a0 went in, then merges
 	paused(1)
 	batch("n0", "b") // the usual way
 	paused(0)
-	batch("c", "e") // the fast way again, and it fails again
+	batch("c", "d") // the fast way again, and it fails again
 	paused(2)
 	batch("n1", "e")
 	paused(1)
@@ -227,5 +230,20 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 		require.Equal(t, want[i], rows[i].Step, "step %d", i)
 	}
 	require.Equal(t, "succeeded", rows[0].Status)
-	require.Equal(t, int64(8), rows[0].EventCount, "a's eight events, each counted once")
+
+	// The runs were merged once, the dead letters stored once, the
+	// offset moved past every batch.
+	runs, err := st.ListRuns(ctx)
+	require.NoError(t, err)
+	wantRuns := model.FoldEvents(events)
+	require.Len(t, runs, len(wantRuns))
+	for i := range wantRuns {
+		require.Equal(t, wantRuns[i].EventCount, runs[i].EventCount, "run %s", wantRuns[i].WorkflowRunID)
+	}
+	_, dead, err := st.ListDeadLetters(ctx, "", 1)
+	require.NoError(t, err)
+	require.Equal(t, int64(batches), dead)
+	offsets, err := st.StoredOffsets(ctx, group)
+	require.NoError(t, err)
+	require.Equal(t, lease.NextOffset, offsets[model.TopicPartition{Topic: topic, Partition: 0}])
 }
