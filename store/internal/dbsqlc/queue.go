@@ -72,7 +72,12 @@ func QueueMergeRuns(b *pgx.Batch, arg MergeRunsParams) {
 
 // QueueMergeSteps queues MergeSteps.
 func QueueMergeSteps(b *pgx.Batch, arg MergeStepsParams) {
-	b.Queue(mergeSteps,
+	queueSteps(b, mergeSteps, arg)
+}
+
+// queueSteps queues sql, MergeSteps or insertSteps, with arg.
+func queueSteps(b *pgx.Batch, sql string, arg MergeStepsParams) {
+	b.Queue(sql,
 		arg.WorkflowRunIds, arg.Attempts, arg.StepIds, arg.WorkflowIds, arg.Sources,
 		arg.Statuses, arg.StartedAts, arg.FinishedAts, arg.Errors, arg.HasErrors,
 		arg.EventCounts, arg.FirstEventAts, arg.LastEventAts, arg.LatestEventIds,
@@ -97,12 +102,7 @@ var insertSteps = func() string {
 
 // QueueInsertSteps queues insertSteps with MergeSteps' arguments.
 func QueueInsertSteps(b *pgx.Batch, arg MergeStepsParams) {
-	b.Queue(insertSteps,
-		arg.WorkflowRunIds, arg.Attempts, arg.StepIds, arg.WorkflowIds, arg.Sources,
-		arg.Statuses, arg.StartedAts, arg.FinishedAts, arg.Errors, arg.HasErrors,
-		arg.EventCounts, arg.FirstEventAts, arg.LastEventAts, arg.LatestEventIds,
-		arg.DecidingEventIds,
-	)
+	queueSteps(b, insertSteps, arg)
 }
 
 // QueueInsertDeadLetters queues InsertDeadLetters; the number of rows
