@@ -50,6 +50,7 @@ type options struct {
 	setupSQL    string
 	workerLog   string
 	history     int
+	warm        int
 	ids         string
 	// projectionsDir: projections in SQL the worker loads.
 	projectionsDir string
@@ -73,13 +74,14 @@ func main() {
 	fs.StringVar(&o.setupSQL, "setup-sql", "", "SQL to run after the migrations, for experiments (e.g. dropping an index)")
 	fs.StringVar(&o.workerLog, "worker-log", "", "also write the worker's log lines to this file")
 	fs.IntVar(&o.history, "history", 0, "backlog mode: also measure against a database that already stores this many events (and their runs and steps), filled server-side, and print the rate against the empty database's")
+	fs.IntVar(&o.warm, "warm", 0, "backlog mode: apply this many other events, untimed, between the CHECKPOINT and the timed run, so that it starts in the middle of a checkpoint cycle, past the full-page images of the index pages both touch, as a long backfill runs (0: right after the CHECKPOINT, the cycle's worst start)")
 	fs.StringVar(&o.ids, "ids", "seq", "the ids of runs and events: seq (sequential) or uuid (random, as real producers send), for the produced events and the history")
 	fs.StringVar(&o.projectionsDir, "projections-dir", "", "projections in SQL for the worker to load (--projections-dir of projector), e.g. projector/sqlprojections/examples")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || (o.ids != "seq" && o.ids != "uuid") {
-		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate and --history not negative, --ids seq or uuid")
+	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || o.warm < 0 || (o.ids != "seq" && o.ids != "uuid") {
+		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate, --history and --warm not negative, --ids seq or uuid")
 		os.Exit(2)
 	}
 	var err error
@@ -165,6 +167,11 @@ type backlogResult struct {
 func backlog(ctx context.Context, o options) error {
 	msgs := eventgen.UniformIDs(o.events, "b", o.ids == "uuid")
 	fmt.Printf("workload: %d events, 10 per run, keyed by run, %d partitions, %s ids\n", len(msgs), o.partitions, o.ids)
+	var warm []model.Message
+	if o.warm > 0 {
+		warm = eventgen.UniformIDs(o.warm, "w", o.ids == "uuid")
+		fmt.Printf("warm-up:   %d other events applied, untimed, after each CHECKPOINT before the timed run\n", len(warm))
+	}
 	if err := printSettings(ctx, o.databaseURL); err != nil {
 		return err
 	}
@@ -173,14 +180,14 @@ func backlog(ctx context.Context, o options) error {
 		if o.repeat > 1 {
 			fmt.Printf("\n-- run %d of %d\n", i+1, o.repeat)
 		}
-		r, err := backlogOnce(ctx, o, msgs, 0)
+		r, err := backlogOnce(ctx, o, msgs, warm, 0)
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
 		if o.history > 0 {
 			fmt.Printf("\n-- the same against %d stored events\n", o.history)
-			h, err := backlogOnce(ctx, o, msgs, o.history)
+			h, err := backlogOnce(ctx, o, msgs, warm, o.history)
 			if err != nil {
 				return err
 			}
@@ -206,10 +213,16 @@ func backlog(ctx context.Context, o options) error {
 // database, and times COPY again. The ceiling is the faster of the two
 // COPYs, so that a machine that gets busier or quieter meanwhile does not
 // flatter the ratio. Each timed phase starts after a CHECKPOINT, so that
-// none pays for writing out another's dirty pages.
-func backlogOnce(ctx context.Context, o options, msgs []model.Message, history int) (backlogResult, error) {
+// none pays for writing out another's dirty pages; with warm events, the
+// worker applies those first, untimed, and the timed events are produced
+// only then.
+func backlogOnce(ctx context.Context, o options, msgs, warm []model.Message, history int) (backlogResult, error) {
 	var res backlogResult
-	dbURL, brokers, closeBroker, err := setup(ctx, o, msgs)
+	first := msgs
+	if len(warm) > 0 {
+		first = warm
+	}
+	dbURL, brokers, closeBroker, err := setup(ctx, o, first)
 	if err != nil {
 		return res, err
 	}
@@ -230,6 +243,11 @@ func backlogOnce(ctx context.Context, o options, msgs []model.Message, history i
 	}
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return res, err
+	}
+	if len(warm) > 0 {
+		if err := warmUp(ctx, o, dbURL, brokers, msgs); err != nil {
+			return res, fmt.Errorf("warm-up: %w", err)
+		}
 	}
 
 	cpu0 := readCPU()
@@ -301,8 +319,8 @@ func backlogOnce(ctx context.Context, o options, msgs []model.Message, history i
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&stored); err != nil {
 		return res, err
 	}
-	if stored != len(msgs)+history {
-		return res, fmt.Errorf("projector stored %d events of %d", stored-history, len(msgs))
+	if stored != len(msgs)+len(warm)+history {
+		return res, fmt.Errorf("projector stored %d events of %d", stored-history-len(warm), len(msgs))
 	}
 	copyAfter, err := copyBaseline(ctx, conn, msgs)
 	if err != nil {
@@ -331,6 +349,32 @@ func backlogOnce(ctx context.Context, o options, msgs []model.Message, history i
 			w.Seconds()*1e6/float64(len(msgs)), (busy-w-broker).Seconds()*1e6/float64(len(msgs)))
 	}
 	return res, nil
+}
+
+// warmUp runs the worker until it has caught up with the events in the
+// broker (the warm-up's), then produces msgs for the timed run.
+func warmUp(ctx context.Context, o options, dbURL, brokers string, msgs []model.Message) error {
+	cmd, stderr, err := worker(o, dbURL, brokers, "--until-caught-up")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, stderr); err != nil {
+		return err
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("projector run: %w", err)
+	}
+	p, err := kafkatest.NewProducer(strings.Split(brokers, ","), topic)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	for i := 0; i < len(msgs); i += 10_000 {
+		if err := p.Produce(ctx, msgs[i:min(i+10_000, len(msgs))]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cpuSample is the machine's busy and idle CPU time (from /proc/stat) and
