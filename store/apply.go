@@ -10,7 +10,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -234,11 +233,12 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	// fast way take it unless the partition's last ones met stored rows;
 	// when one meets a stored row, the transaction goes back to the
 	// savepoint before them and merges them the usual way.
+	fastFrom := firstFast(merges)
 	queue := func(q *pgx.Batch, merges []merge, fast bool) {
 		for i, m := range merges {
 			switch {
 			case fast && m.insert != nil:
-				if i == firstFast(merges) {
+				if i == fastFrom {
 					q.Queue("SAVEPOINT " + fastMergesSavepoint)
 				}
 				m.insert(q)
@@ -256,7 +256,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 		dbsqlc.QueueUnknownProjections(q, s.names(), &unknown)
 	}
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
-	fast := firstFast(merges) >= 0 && s.fastMerges.use(tp)
+	fast := fastFrom >= 0 && s.fastMerges.use(tp)
 	second := &pgx.Batch{}
 	queue(second, merges, fast)
 	err = conn.SendBatch(ctx, second).Close()
@@ -269,7 +269,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 		// prepare the statements of a batch.
 		if _, err = conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+fastMergesSavepoint); err == nil {
 			again := &pgx.Batch{}
-			queue(again, merges[firstFast(merges):], false)
+			queue(again, merges[fastFrom:], false)
 			err = conn.SendBatch(ctx, again).Close()
 		}
 	}
@@ -362,12 +362,8 @@ func firstFast(ms []merge) int {
 // isFastMergeConflict reports whether err is the fast way of one of ms
 // meeting a stored row.
 func isFastMergeConflict(err error, ms []merge) bool {
-	pgErr := pgError(err)
-	if pgErr == nil || pgErr.Code != pgerrcode.UniqueViolation {
-		return false
-	}
 	for _, m := range ms {
-		if m.insert != nil && m.table == pgErr.TableName {
+		if m.insert != nil && isUniqueViolationOn(err, m.table) {
 			return true
 		}
 	}

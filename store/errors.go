@@ -69,8 +69,14 @@ func isConflict(err error) bool {
 // isStoredDuplicate reports whether err is a COPY into workflow_events
 // that met an event_id already stored.
 func isStoredDuplicate(err error) bool {
+	return isUniqueViolationOn(err, "workflow_events")
+}
+
+// isUniqueViolationOn reports whether err is a row that met a stored one
+// with the same key in table.
+func isUniqueViolationOn(err error, table string) bool {
 	pgErr := pgError(err)
-	return pgErr != nil && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == "workflow_events"
+	return pgErr != nil && pgErr.Code == pgerrcode.UniqueViolation && pgErr.TableName == table
 }
 
 // isLockTimeout reports whether a statement gave up waiting for a lock

@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -120,19 +121,29 @@ func setup(ctx context.Context, o options, msgs []model.Message) (dbURL string, 
 		return "", "", nil, err
 	}
 	brokers = strings.Join(cluster.ListenAddrs(), ",")
-	if len(msgs) > 0 {
-		p, err := kafkatest.NewProducer(cluster.ListenAddrs(), topic)
-		if err != nil {
-			return "", "", nil, err
-		}
-		defer p.Close()
-		for i := 0; i < len(msgs); i += 10_000 {
-			if err := p.Produce(ctx, msgs[i:min(i+10_000, len(msgs))]); err != nil {
-				return "", "", nil, err
-			}
-		}
+	if err := produce(ctx, brokers, msgs); err != nil {
+		cluster.Close()
+		return "", "", nil, err
 	}
 	return dbURL, brokers, cluster.Close, nil
+}
+
+// produce sends msgs to the bench's topic, 10,000 a request.
+func produce(ctx context.Context, brokers string, msgs []model.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	p, err := kafkatest.NewProducer(strings.Split(brokers, ","), topic)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	for i := 0; i < len(msgs); i += 10_000 {
+		if err := p.Produce(ctx, msgs[i:min(i+10_000, len(msgs))]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rootArgs prepends the flags every command of the projector takes.
@@ -358,23 +369,21 @@ func warmUp(ctx context.Context, o options, dbURL, brokers string, msgs []model.
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(io.Discard, stderr); err != nil {
+	// Its log, to say why should it fail.
+	var log bytes.Buffer
+	if _, err := io.Copy(&log, stderr); err != nil {
 		return err
 	}
 	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("projector run: %w", err)
+		return fmt.Errorf("projector run: %w: %s", err, lastLines(log.String(), 5))
 	}
-	p, err := kafkatest.NewProducer(strings.Split(brokers, ","), topic)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	for i := 0; i < len(msgs); i += 10_000 {
-		if err := p.Produce(ctx, msgs[i:min(i+10_000, len(msgs))]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return produce(ctx, brokers, msgs)
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // cpuSample is the machine's busy and idle CPU time (from /proc/stat) and
