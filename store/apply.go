@@ -263,7 +263,9 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 	if fast && err == nil {
 		s.fastMerges.succeeded(tp)
 	}
+	stepConflicts := 0
 	if fast && isFastMergeConflict(err, merges) {
+		stepConflicts = 1
 		s.fastMerges.conflicted(tp)
 		// On its own: until it has run, the transaction refuses even to
 		// prepare the statements of a batch.
@@ -301,6 +303,7 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 		EventTypes:    countTypes(fresh),
 		Insert:        insertWay(w.safe),
 		Took:          time.Since(start),
+		StepConflicts: stepConflicts,
 	}, stored, nil
 }
 

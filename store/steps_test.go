@@ -168,7 +168,7 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 	// step.started for a step not seen before, a step.succeeded else;
 	// and a message that is no event, a dead letter.
 	seen := map[string]bool{}
-	batches := 0
+	batches, conflicts := 0, 0
 	batch := func(keys ...string) {
 		t.Helper()
 		var values [][]byte
@@ -186,10 +186,11 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 			values = append(values, v)
 		}
 		b := batchOf(lease, append(values, []byte(`{not json`))...)
-		_, err := st.Apply(ctx, b)
+		res, err := st.Apply(ctx, b)
 		require.NoError(t, err)
 		lease.NextOffset = b.End
 		batches++
+		conflicts += res.StepConflicts
 	}
 
 	paused := func(want int) {
@@ -221,6 +222,7 @@ func TestApplyStepsFastWayFallsBack(t *testing.T) {
 	batch("f", "g") // the fast way succeeds: the pause is over
 	batch("f", "h") // f is stored: a pause of 1 again
 	paused(1)
+	require.Equal(t, 5, conflicts, "Applied.StepConflicts counts each failed try")
 
 	rows, err := st.ListSteps(ctx)
 	require.NoError(t, err)

@@ -161,7 +161,7 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	a.log.WithFields(logrus.Fields{
 		"events": s.Events.Load(), "duplicates": s.Duplicates.Load(), "dead_letters": s.DeadLetters.Load(),
 		"messages": s.Messages.Load(), "elapsed": time.Since(start).Round(time.Millisecond).String(),
-		"batches": s.Batches.Load(), "copied_batches": s.CopiedBatches.Load(), "copy_conflicts": s.CopyConflicts.Load(),
+		"batches": s.Batches.Load(), "copied_batches": s.CopiedBatches.Load(), "copy_conflicts": s.CopyConflicts.Load(), "step_conflicts": s.StepConflicts.Load(),
 		"batch_p50_ms": ms(m.BatchQuantile(0.5)), "batch_p99_ms": ms(m.BatchQuantile(0.99)),
 	}).Info("stopped")
 	return err

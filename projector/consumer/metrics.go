@@ -320,20 +320,21 @@ func (h *handler) mirror(sess sarama.ConsumerGroupSession, tp model.TopicPartiti
 // as Config.Observer and in Config.Middleware, and register it with a
 // registry.
 type Metrics struct {
-	messages    prometheus.Counter
-	events      *prometheus.CounterVec
-	duplicates  prometheus.Counter
-	deadLetters *prometheus.CounterVec
-	batchSize   prometheus.Histogram
-	batchTime   prometheus.Histogram
-	fenced      prometheus.Counter
-	retries     *prometheus.CounterVec
-	rebalances  prometheus.Counter
-	incidents   *prometheus.CounterVec
-	inserts     *prometheus.CounterVec
-	conflicts   prometheus.Counter
-	schema      *prometheus.CounterVec
-	projections *prometheus.CounterVec
+	messages      prometheus.Counter
+	events        *prometheus.CounterVec
+	duplicates    prometheus.Counter
+	deadLetters   *prometheus.CounterVec
+	batchSize     prometheus.Histogram
+	batchTime     prometheus.Histogram
+	fenced        prometheus.Counter
+	retries       *prometheus.CounterVec
+	rebalances    prometheus.Counter
+	incidents     *prometheus.CounterVec
+	inserts       *prometheus.CounterVec
+	conflicts     prometheus.Counter
+	stepConflicts prometheus.Counter
+	schema        *prometheus.CounterVec
+	projections   *prometheus.CounterVec
 
 	lag, hwm, next, claimed *prometheus.Desc
 
@@ -410,6 +411,10 @@ func NewMetrics() *Metrics {
 			Name: "projector_copy_conflicts_total",
 			Help: "Batches whose COPY met an event_id already stored and were applied again with insert_skip_stored; the partition stays on that way until a batch finds no stored event_id.",
 		}),
+		stepConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "projector_step_insert_conflicts_total",
+			Help: "Batches whose plain insert of workflow_steps rows met a step already stored, so that the steps were merged again with the upsert; the partition then upserts for up to 8 batches before it tries the plain insert again.",
+		}),
 		projections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "projector_projection_errors_total",
 			Help: "Failed attempts because a projection's Apply or Forget returned an error, by projection; the batch is retried, never skipped or dead-lettered.",
@@ -445,7 +450,7 @@ func NewMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.messages, m.events, m.duplicates, m.deadLetters, m.batchSize,
-		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents, m.inserts, m.conflicts, m.schema, m.projections}
+		m.batchTime, m.fenced, m.retries, m.rebalances, m.incidents, m.inserts, m.conflicts, m.stepConflicts, m.schema, m.projections}
 }
 
 // Describe implements prometheus.Collector.
@@ -567,6 +572,7 @@ func (m *Metrics) batchApplied(b *model.Batch, res model.Applied, took time.Dura
 		m.inserts.WithLabelValues(res.Insert).Inc()
 	}
 	m.conflicts.Add(float64(res.CopyConflicts))
+	m.stepConflicts.Add(float64(res.StepConflicts))
 	for t, n := range countEventTypes(res) {
 		m.events.WithLabelValues(t).Add(float64(n))
 	}

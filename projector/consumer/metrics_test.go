@@ -256,7 +256,8 @@ func TestMetricsCountWhatWasApplied(t *testing.T) {
 	cfg := p.config(true)
 	cfg.Observer = m
 	cfg.Middleware = []consumer.Middleware{m.Measure}
-	p.start("w", cfg).wait(t)
+	r := p.start("w", cfg)
+	r.wait(t)
 	p.verify()
 	got := scrape(t, m)
 
@@ -315,6 +316,10 @@ func TestMetricsCountWhatWasApplied(t *testing.T) {
 	require.Positive(t, got["projector_batches_total"]["insert=copy"])
 	require.Positive(t, got["projector_copy_conflicts_total"][""])
 	require.GreaterOrEqual(t, got["projector_batches_total"]["insert=insert_skip_stored"], got["projector_copy_conflicts_total"][""])
+	// The shuffled runs' steps span batches: some plain inserts of steps
+	// meet stored ones.
+	require.Positive(t, got["projector_step_insert_conflicts_total"][""])
+	require.Equal(t, float64(r.w.Stats().StepConflicts.Load()), got["projector_step_insert_conflicts_total"][""])
 	require.Positive(t, got["projector_rebalances_total"][""])
 	require.Zero(t, got["projector_fence_rejections_total"][""])
 	require.Zero(t, got["projector_claimed_partitions"][""], "the claims ended with the run")

@@ -58,9 +58,11 @@ type Stats struct {
 	Fenced, Retries, Rebalances, Incidents             atomic.Int64
 	// Reaped counts frozen workers' sessions this worker ended.
 	Reaped atomic.Int64
-	// CopiedBatches counts batches whose events went in by COPY, and
-	// CopyConflicts the COPYs that met a stored event_id (Applied).
-	CopiedBatches, CopyConflicts atomic.Int64
+	// CopiedBatches counts batches whose events went in by COPY,
+	// CopyConflicts the COPYs that met a stored event_id, and
+	// StepConflicts the steps' plain inserts that met a stored step
+	// (Applied).
+	CopiedBatches, CopyConflicts, StepConflicts atomic.Int64
 }
 
 // Worker consumes the topics with a Kafka consumer group and applies them
@@ -702,6 +704,7 @@ func (h *handler) apply(ctx context.Context, log logrus.FieldLogger, b *model.Ba
 		w.stats.CopiedBatches.Add(1)
 	}
 	w.stats.CopyConflicts.Add(int64(res.CopyConflicts))
+	w.stats.StepConflicts.Add(int64(res.StepConflicts))
 	if res.Took > 0 {
 		took = res.Took // the transaction alone, without waiting for a turn
 	}

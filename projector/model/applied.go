@@ -39,6 +39,10 @@ type Applied struct {
 	// CopyConflicts is the number of times a COPY met an event_id already
 	// stored, so that the batch was applied again with InsertSkipStored.
 	CopyConflicts int
+	// StepConflicts is the number of times the steps' plain insert met a
+	// step already stored, so that the batch's merges went back to their
+	// savepoint and merged the steps with the upsert.
+	StepConflicts int
 }
 
 // How a sink stored a batch's events (Applied.Insert).
