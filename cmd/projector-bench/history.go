@@ -3,11 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// historyStart is when fillHistory's first run starts; run r starts r
+// seconds later.
+var historyStart = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // historyChunk is how many events one statement of fillHistory inserts.
 const historyChunk = 500_000
@@ -86,7 +91,7 @@ FROM (SELECT g, ` + eventID + ` AS id, ` + runID + ` AS run,
         (ARRAY['run.queued', 'run.started', 'step.started', 'step.succeeded', 'step.started', 'step.succeeded',
                'step.started', 'step.succeeded', 'step.skipped', 'run.succeeded'])[g % 10 + 1] AS typ,
         (ARRAY[NULL, NULL, 'checkout', 'checkout', 'build', 'build', 'test', 'test', 'deploy', NULL])[g % 10 + 1] AS step,
-        timestamptz '2025-01-01 00:00:00+00' + (g / 10) * interval '1 second' + (g % 10) * interval '1.5 seconds' AS ts
+        $3::timestamptz + (g / 10) * interval '1 second' + (g % 10) * interval '1.5 seconds' AS ts
       FROM generate_series($1::bigint, $2::bigint - 1) g) e`
 	runs := `
 INSERT INTO workflow_runs (workflow_run_id, workflow_id, source, attempt, status, queued_at, started_at, finished_at,
@@ -96,7 +101,7 @@ SELECT r.run, r.wf, r.src, 1, 'succeeded', r.ts, r.ts + interval '1.5 seconds', 
 FROM (SELECT g, ` + strings.ReplaceAll(runID, "g / 10", "g") + ` AS run,
         (ARRAY['build-and-test', 'nightly-etl', 'deploy-prod', 'lint', 'integration'])[g % 5 + 1] AS wf,
         (ARRAY['github-actions', 'airflow', 'argo', 'jenkins'])[g % 4 + 1] AS src,
-        timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second' AS ts
+        $3::timestamptz + g * interval '1 second' AS ts
       FROM generate_series($1::bigint / 10, $2::bigint / 10 - 1) g) r`
 	steps := `
 INSERT INTO workflow_steps (workflow_run_id, attempt, step_id, workflow_id, source, status, started_at, finished_at,
@@ -106,7 +111,7 @@ SELECT r.run, 1, s.step, r.wf, r.src, s.status, r.ts + s.off, r.ts + s.off + int
 FROM (SELECT g, ` + strings.ReplaceAll(runID, "g / 10", "g") + ` AS run,
         (ARRAY['build-and-test', 'nightly-etl', 'deploy-prod', 'lint', 'integration'])[g % 5 + 1] AS wf,
         (ARRAY['github-actions', 'airflow', 'argo', 'jenkins'])[g % 4 + 1] AS src,
-        timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second' AS ts
+        $3::timestamptz + g * interval '1 second' AS ts
       FROM generate_series($1::bigint / 10, $2::bigint / 10 - 1) g) r
 CROSS JOIN (VALUES ('checkout', 'succeeded', interval '3 seconds', 2), ('build', 'succeeded', interval '6 seconds', 2),
                    ('test', 'succeeded', interval '9 seconds', 2), ('deploy', 'skipped', interval '12 seconds', 1)) AS s (step, status, off, events)`
@@ -117,7 +122,7 @@ CROSS JOIN (VALUES ('checkout', 'succeeded', interval '3 seconds', 2), ('build',
 			break
 		}
 		for _, q := range []string{events, runs, steps} {
-			if _, err := conn.Exec(ctx, q, lo, hi); err != nil {
+			if _, err := conn.Exec(ctx, q, lo, hi, historyStart); err != nil {
 				return err
 			}
 		}
@@ -189,5 +194,63 @@ func printSettings(ctx context.Context, url string) error {
 		out = append(out, name+"="+v)
 	}
 	fmt.Printf("server:    %s\n", strings.Join(out, " "))
+	return nil
+}
+
+// pruneHistory runs `projector prune --before` as a user would, with the
+// horizon that leaves the newest (1 - o.prune) of fillHistory's n events,
+// and returns how many events it deleted. It prints the B-trees' sizes
+// before and after: a prune frees space inside them without shrinking
+// them, and the next random inserts are to fill it.
+func pruneHistory(ctx context.Context, o options, conn *pgx.Conn, dbURL string, n int) (int, error) {
+	if err := printIndexSizes(ctx, conn, "before the prune"); err != nil {
+		return 0, err
+	}
+	// fillHistory stamps run g/10 at historyStart + g/10 seconds.
+	horizon := historyStart.Add(time.Duration(float64(n/10)*o.prune) * time.Second)
+	var before int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM workflow_events").Scan(&before); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	argv := o.rootArgs("--database-url", dbURL, "prune", "--before", horizon.Format(time.RFC3339))
+	out, err := exec.CommandContext(ctx, o.projector, argv...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("projector prune: %w: %s", err, out)
+	}
+	var after int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM workflow_events").Scan(&after); err != nil {
+		return 0, err
+	}
+	fmt.Printf("prune:     %d of %d stored events pruned before %s in %s (projector prune, its VACUUM included)\n",
+		before-after, before, horizon.Format(time.RFC3339), time.Since(start).Round(time.Second))
+	return before - after, printIndexSizes(ctx, conn, "after the prune")
+}
+
+// printIndexSizes prints the sizes of the B-trees that random ids insert
+// all over.
+func printIndexSizes(ctx context.Context, conn *pgx.Conn, when string) error {
+	rows, err := conn.Query(ctx, `
+		SELECT c.relname, pg_relation_size(c.oid) / 1048576
+		FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+		WHERE i.indrelid::regclass::text IN ('workflow_events', 'workflow_runs', 'workflow_steps')
+		  AND c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')
+		ORDER BY c.relname`)
+	if err != nil {
+		return err
+	}
+	var parts []string
+	for rows.Next() {
+		var name string
+		var mb int64
+		if err := rows.Scan(&name, &mb); err != nil {
+			return err
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", name, mb))
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	fmt.Printf("B-trees:   %s, MB: %s\n", when, strings.Join(parts, ", "))
 	return nil
 }

@@ -52,6 +52,7 @@ type options struct {
 	workerLog   string
 	history     int
 	warm        int
+	prune       float64
 	ids         string
 	// projectionsDir: projections in SQL the worker loads.
 	projectionsDir string
@@ -76,13 +77,15 @@ func main() {
 	fs.StringVar(&o.workerLog, "worker-log", "", "also write the worker's log lines to this file")
 	fs.IntVar(&o.history, "history", 0, "backlog mode: also measure against a database that already stores this many events (and their runs and steps), filled server-side, and print the rate against the empty database's")
 	fs.IntVar(&o.warm, "warm", 0, "backlog mode: apply this many other events, untimed, between the CHECKPOINT and the timed run, so that it starts in the middle of a checkpoint cycle, past the full-page images of the index pages both touch, as a long backfill runs (0: right after the CHECKPOINT, the cycle's worst start)")
+	fs.Float64Var(&o.prune, "prune", 0, "backlog mode, with --history: before the timed run, prune (`projector prune --before`) this fraction of the history, its oldest events, and print the B-trees' sizes before the prune, after it and after the timed run")
 	fs.StringVar(&o.ids, "ids", "seq", "the ids of runs and events: seq (sequential) or uuid (random, as real producers send), for the produced events and the history")
 	fs.StringVar(&o.projectionsDir, "projections-dir", "", "projections in SQL for the worker to load (--projections-dir of projector), e.g. projector/sqlprojections/examples")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || o.warm < 0 || (o.ids != "seq" && o.ids != "uuid") {
-		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate, --history and --warm not negative, --ids seq or uuid")
+	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || o.warm < 0 || (o.ids != "seq" && o.ids != "uuid") ||
+		!(o.prune >= 0 && o.prune < 1) || (o.prune > 0 && o.history == 0) {
+		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate, --history and --warm not negative, --ids seq or uuid, --prune in [0, 1) and only with --history")
 		os.Exit(2)
 	}
 	var err error
@@ -247,6 +250,13 @@ func backlogOnce(ctx context.Context, o options, msgs, warm []model.Message, his
 		if err := fillHistory(ctx, conn, history, o.ids == "uuid"); err != nil {
 			return res, fmt.Errorf("fill history: %w", err)
 		}
+		if o.prune > 0 {
+			pruned, err := pruneHistory(ctx, o, conn, dbURL, history)
+			if err != nil {
+				return res, fmt.Errorf("prune history: %w", err)
+			}
+			history -= pruned
+		}
 	}
 	copyBefore, err := copyBaseline(ctx, conn, msgs)
 	if err != nil {
@@ -332,6 +342,11 @@ func backlogOnce(ctx context.Context, o options, msgs, warm []model.Message, his
 	}
 	if stored != len(msgs)+len(warm)+history {
 		return res, fmt.Errorf("projector stored %d events of %d", stored-history-len(warm), len(msgs))
+	}
+	if o.prune > 0 && history > 0 {
+		if err := printIndexSizes(ctx, conn, "after the timed run"); err != nil {
+			return res, err
+		}
 	}
 	copyAfter, err := copyBaseline(ctx, conn, msgs)
 	if err != nil {
