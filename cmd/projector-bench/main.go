@@ -174,6 +174,9 @@ type backlogResult struct {
 	rate, copyRate float64 // events/s
 	ratio          float64
 	peakRSSMiB     float64
+	// history is how many events were stored before the timed run's
+	// (a pruned history's are fewer than --history).
+	history int
 }
 
 // backlog runs the backlog measurement o.repeat times, each against a
@@ -206,7 +209,7 @@ func backlog(ctx context.Context, o options) error {
 				return err
 			}
 			fmt.Printf("history:   %.0f events/s with %d events stored, %.0f on the empty database: %.2f x\n",
-				h.rate, o.history, r.rate, h.rate/r.rate)
+				h.rate, h.history, r.rate, h.rate/r.rate)
 		}
 	}
 	if len(results) > 1 {
@@ -335,6 +338,7 @@ func backlogOnce(ctx context.Context, o options, msgs, warm []model.Message, his
 	cpu1 := readCPU()
 	<-pollDone
 	res.peakRSSMiB = float64(peakKiB.Load()) / 1024
+	res.history = history
 
 	var stored int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM workflow_events`).Scan(&stored); err != nil {
