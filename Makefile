@@ -66,8 +66,8 @@ BENCH_HISTORY ?= 20000000
 BENCH_WARM ?= 2000000
 
 .PHONY: bench-scale
-bench-scale: build ## throughput as history grows: 1M new events with random ids on an empty database, then on one storing BENCH_HISTORY (20M) events (16 GB, 15 minutes), each timed mid-checkpoint-cycle after BENCH_WARM (2M) untimed events (0: right after the CHECKPOINT, the worst start); run it against servers with different settings via BENCH_DATABASE_URL
-	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --events 1000000 --ids uuid --history $(BENCH_HISTORY) --warm $(BENCH_WARM)
+bench-scale: build ## throughput as history grows: 1M new events with random ids on an empty database, then on one storing BENCH_HISTORY (20M) events (16 GB, 15 minutes), each timed mid-checkpoint-cycle after BENCH_WARM (2M) untimed events (0: right after the CHECKPOINT, the worst start), after pruning the oldest fraction BENCH_PRUNE of the history if set; run it against servers with different settings via BENCH_DATABASE_URL
+	$(GO) run ./cmd/projector-bench --projector bin/projector $(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') --events 1000000 --ids uuid --history $(BENCH_HISTORY) --warm $(BENCH_WARM) $(if $(BENCH_PRUNE),--prune $(BENCH_PRUNE))
 
 .PHONY: generate
 generate: $(SQLC) ## regenerate the sqlc code from store/internal/dbsqlc/*.sql

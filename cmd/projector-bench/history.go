@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -215,15 +216,21 @@ func pruneHistory(ctx context.Context, o options, conn *pgx.Conn, dbURL string, 
 	start := time.Now()
 	argv := o.rootArgs("--database-url", dbURL, "prune", "--before", horizon.Format(time.RFC3339))
 	out, err := exec.CommandContext(ctx, o.projector, argv...).CombinedOutput()
+	took := time.Since(start)
 	if err != nil {
 		return 0, fmt.Errorf("projector prune: %w: %s", err, out)
+	}
+	// prune only warns when its VACUUM fails: the sizes would not mean
+	// what they say.
+	if bytes.Contains(out, []byte("vacuum after prune failed")) {
+		return 0, fmt.Errorf("projector prune: its VACUUM failed: %s", out)
 	}
 	var after int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM workflow_events").Scan(&after); err != nil {
 		return 0, err
 	}
 	fmt.Printf("prune:     %d of %d stored events pruned before %s in %s (projector prune, its VACUUM included)\n",
-		before-after, before, horizon.Format(time.RFC3339), time.Since(start).Round(time.Second))
+		before-after, before, horizon.Format(time.RFC3339), took.Round(100*time.Millisecond))
 	return before - after, printIndexSizes(ctx, conn, "after the prune")
 }
 
@@ -231,7 +238,7 @@ func pruneHistory(ctx context.Context, o options, conn *pgx.Conn, dbURL string, 
 // all over.
 func printIndexSizes(ctx context.Context, conn *pgx.Conn, when string) error {
 	rows, err := conn.Query(ctx, `
-		SELECT c.relname, pg_relation_size(c.oid) / 1048576
+		SELECT c.relname, pg_relation_size(c.oid) / 1048576.0
 		FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
 		WHERE i.indrelid::regclass::text IN ('workflow_events', 'workflow_runs', 'workflow_steps')
 		  AND c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')
@@ -239,14 +246,15 @@ func printIndexSizes(ctx context.Context, conn *pgx.Conn, when string) error {
 	if err != nil {
 		return err
 	}
+	defer rows.Close()
 	var parts []string
 	for rows.Next() {
 		var name string
-		var mb int64
+		var mb float64
 		if err := rows.Scan(&name, &mb); err != nil {
 			return err
 		}
-		parts = append(parts, fmt.Sprintf("%s %d", name, mb))
+		parts = append(parts, fmt.Sprintf("%s %.1f", name, mb))
 	}
 	if err := rows.Err(); err != nil {
 		return err

@@ -84,8 +84,8 @@ func main() {
 		os.Exit(2)
 	}
 	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || o.warm < 0 || (o.ids != "seq" && o.ids != "uuid") ||
-		!(o.prune >= 0 && o.prune < 1) || (o.prune > 0 && o.history == 0) {
-		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate, --history and --warm not negative, --ids seq or uuid, --prune in [0, 1) and only with --history")
+		!(o.prune >= 0 && o.prune < 1) || (o.prune > 0 && o.history == 0) || (o.rate > 0 && o.history+o.warm > 0) {
+		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate, --history and --warm not negative, --ids seq or uuid, --prune in [0, 1) and only with --history, --history, --warm and --prune not with --rate")
 		os.Exit(2)
 	}
 	var err error

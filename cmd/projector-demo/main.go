@@ -170,8 +170,8 @@ func demo(ctx context.Context, out io.Writer, opts options) error {
 	elapsed := time.Since(start)
 	fmt.Fprintf(out, "caught up in %s: %.0f events/s applied, %.0f messages/s consumed\n",
 		elapsed.Round(time.Millisecond), float64(s.Events.Load())/elapsed.Seconds(), float64(s.Messages.Load())/elapsed.Seconds())
-	fmt.Fprintf(out, "batches: %d, %d of them by COPY; %d COPYs met an event_id already stored and were applied again skipping it\n\n",
-		s.Batches.Load(), s.CopiedBatches.Load(), s.CopyConflicts.Load())
+	fmt.Fprintf(out, "batches: %d, %d of them by COPY; %d COPYs met an event_id already stored and were applied again skipping it; %d plain inserts of steps met a stored step and were merged again\n\n",
+		s.Batches.Load(), s.CopiedBatches.Load(), s.CopyConflicts.Load(), s.StepConflicts.Load())
 	return summary(ctx, out, st, wl)
 }
 
