@@ -187,7 +187,7 @@ func printSettings(ctx context.Context, url string) error {
 	defer conn.Close(ctx)
 	var out []string
 	for _, name := range []string{"server_version", "shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression",
-		"full_page_writes", "effective_cache_size", "maintenance_work_mem", "synchronous_commit"} {
+		"full_page_writes", "effective_cache_size", "maintenance_work_mem", "synchronous_commit", "huge_pages"} {
 		var v string
 		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
 			return err
