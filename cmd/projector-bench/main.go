@@ -54,6 +54,7 @@ type options struct {
 	warm        int
 	prune       float64
 	ids         string
+	floorConns  int
 	// projectionsDir: projections in SQL the worker loads.
 	projectionsDir string
 }
@@ -79,13 +80,14 @@ func main() {
 	fs.IntVar(&o.warm, "warm", 0, "backlog mode: apply this many other events, untimed, between the CHECKPOINT and the timed run, so that it starts in the middle of a checkpoint cycle, past the full-page images of the index pages both touch, as a long backfill runs (0: right after the CHECKPOINT, the cycle's worst start)")
 	fs.Float64Var(&o.prune, "prune", 0, "backlog mode, with --history: before the timed run, prune (`projector prune --before`) this fraction of the history, its oldest events, and print the B-trees' sizes before the prune, after it and after the timed run")
 	fs.StringVar(&o.ids, "ids", "seq", "the ids of runs and events: seq (sequential) or uuid (random, as real producers send), for the produced events and the history")
+	fs.IntVar(&o.floorConns, "floor", 2, "backlog mode, without --history: also time the contract's floor, the events, runs and steps stored by COPY alone on this many connections at once (0: do not)")
 	fs.StringVar(&o.projectionsDir, "projections-dir", "", "projections in SQL for the worker to load (--projections-dir of projector), e.g. projector/sqlprojections/examples")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || o.warm < 0 || (o.ids != "seq" && o.ids != "uuid") ||
+	if o.events < 10 || o.partitions < 1 || o.rate < 0 || o.repeat < 1 || o.history < 0 || o.warm < 0 || o.floorConns < 0 || (o.ids != "seq" && o.ids != "uuid") ||
 		!(o.prune >= 0 && o.prune < 1) || (o.prune > 0 && o.history == 0) || (o.rate > 0 && o.history+o.warm > 0) {
-		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate, --history and --warm not negative, --ids seq or uuid, --prune in [0, 1) and only with --history, --history, --warm and --prune not with --rate")
+		fmt.Fprintln(os.Stderr, "projector-bench: --events must be at least 10, --partitions and --repeat positive, --rate, --history, --warm and --floor not negative, --ids seq or uuid, --prune in [0, 1) and only with --history, --history, --warm and --prune not with --rate")
 		os.Exit(2)
 	}
 	var err error
@@ -173,7 +175,10 @@ func worker(o options, dbURL, brokers string, args ...string) (*exec.Cmd, io.Rea
 type backlogResult struct {
 	rate, copyRate float64 // events/s
 	ratio          float64
-	peakRSSMiB     float64
+	// floorRatio is the contract's floor (floor.go) against COPY, 0 when
+	// not measured.
+	floorRatio float64
+	peakRSSMiB float64
 	// history is how many events were stored before the timed run's
 	// (a pruned history's are fewer than --history).
 	history int
@@ -214,13 +219,19 @@ func backlog(ctx context.Context, o options) error {
 	}
 	if len(results) > 1 {
 		ratios := make([]float64, len(results))
+		floors := make([]float64, len(results))
 		rss := make([]float64, len(results))
 		for i, r := range results {
-			ratios[i], rss[i] = r.ratio, r.peakRSSMiB
+			ratios[i], floors[i], rss[i] = r.ratio, r.floorRatio, r.peakRSSMiB
 		}
 		slices.Sort(ratios)
+		slices.Sort(floors)
 		fmt.Printf("\nratio over %d runs: min %.2f, median %.2f, max %.2f x COPY; peak RSS at most %.1f MB\n",
 			len(ratios), ratios[0], ratios[len(ratios)/2], ratios[len(ratios)-1], slices.Max(rss))
+		if floors[0] > 0 {
+			fmt.Printf("the contract's floor (keys alone): min %.2f, median %.2f, max %.2f x COPY\n",
+				floors[0], floors[len(floors)/2], floors[len(floors)-1])
+		}
 	}
 	return nil
 }
@@ -364,6 +375,23 @@ func backlogOnce(ctx context.Context, o options, msgs, warm []model.Message, his
 		claimed.Round(time.Millisecond), caught.Round(time.Millisecond), elapsed.Round(time.Millisecond))
 	fmt.Printf("COPY:      %.0f events/s before the worker ran, %.0f after, into a bare table shaped like workflow_events\n", copyBefore, copyAfter)
 	fmt.Printf("ratio:     %.2f x COPY (the faster one)\n", res.ratio)
+	if o.floorConns > 0 && history == 0 && len(warm) == 0 {
+		shares, err := floorShares(msgs, o.floorConns)
+		if err != nil {
+			return res, err
+		}
+		keys, keysCPU, err := contractFloor(ctx, dbURL, shares, false)
+		if err != nil {
+			return res, err
+		}
+		schema, schemaCPU, err := contractFloor(ctx, dbURL, shares, true)
+		if err != nil {
+			return res, err
+		}
+		res.floorRatio = keys / res.copyRate
+		fmt.Printf("floor:     the events, runs and steps stored by COPY alone on %d connections (no broker, no merge): %.0f events/s (%.2f x COPY) with the contract's primary keys alone, %.0f (%.2f x COPY) with every index of the schema; PostgreSQL %.1f and %.1f µs/event; the projector ran at %.2f and %.2f of them\n",
+			o.floorConns, keys, keys/res.copyRate, schema, schema/res.copyRate, keysCPU, schemaCPU, res.rate/keys, res.rate/schema)
+	}
 	if stopped != nil {
 		fmt.Printf("batches:   %v, transaction p50 %v ms, p99 %v ms\n", stopped["batches"], stopped["batch_p50_ms"], stopped["batch_p99_ms"])
 	}
@@ -450,19 +478,25 @@ func copyBaseline(ctx context.Context, conn *pgx.Conn, msgs []model.Message) (fl
 		if err != nil {
 			return 0, err
 		}
-		var step any
-		if e.StepID != "" {
-			step = e.StepID
-		}
-		rows[i] = []any{e.EventID, e.WorkflowRunID, e.WorkflowID, e.EventType, e.Source, e.Timestamp, e.Attempt, step, topic, int32(i % 8), int64(i), string(e.Payload)}
+		rows[i] = eventRow(e, int32(i%8), int64(i))
 	}
-	cols := []string{"event_id", "workflow_run_id", "workflow_id", "event_type", "source", "occurred_at", "attempt", "step_id", "topic", "partition", "offset", "payload"}
 	start := time.Now()
-	n, err := conn.CopyFrom(ctx, pgx.Identifier{"copy_baseline"}, cols, pgx.CopyFromRows(rows))
+	n, err := conn.CopyFrom(ctx, pgx.Identifier{"copy_baseline"}, eventColumns, pgx.CopyFromRows(rows))
 	if err != nil {
 		return 0, fmt.Errorf("copy: %w", err)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+var eventColumns = []string{"event_id", "workflow_run_id", "workflow_id", "event_type", "source", "occurred_at", "attempt", "step_id", "topic", "partition", "offset", "payload"}
+
+// eventRow is e as a row of eventColumns.
+func eventRow(e model.Event, partition int32, offset int64) []any {
+	var step any
+	if e.StepID != "" {
+		step = e.StepID
+	}
+	return []any{e.EventID, e.WorkflowRunID, e.WorkflowID, e.EventType, e.Source, e.Timestamp, e.Attempt, step, topic, partition, offset, string(e.Payload)}
 }
 
 // steady produces at a fixed rate while the worker runs and measures the
