@@ -12,19 +12,21 @@ import (
 	"github.com/projector-run/projector/projector/model"
 )
 
-// The floor is the least that any sink keeping the contract's tables must
-// have the server do for the workload: store every event, its run's row
-// and its steps' rows, with their primary keys. The bench times it as
-// COPY of those rows, computed in advance, on several connections at
-// once, each a share of the runs in one transaction: no broker, no
-// decoding, no fence, no merge, no offsets. No implementation can be
-// faster on the same server, so the floor's ratio to COPY into the bare
-// table is the best ratio a worker can reach; the projector's ratio to the
-// floor is what its own machinery costs.
+// The floor estimates the least that any sink keeping the contract's
+// tables must have the server do for the workload: store every event,
+// its run's row and its steps' rows, with their primary keys. The bench
+// times it as COPY of those rows, computed in advance, on several
+// connections at once, each a share of the runs in one transaction: no
+// broker, no decoding, no fence, no merge, no offsets. A worker must
+// store at least these rows, so on the same server, measured the same
+// way, the floor's ratio to COPY into the bare table approximates the
+// best ratio a worker could reach; the projector's ratio to the floor is
+// what its own machinery costs.
 //
-// It is timed twice: with the contract's keys alone, and with every index
-// and constraint of the schema (the run index that reset and rebuild
-// need, the dashboards' indexes).
+// It is timed twice: with the contract's keys alone (and the schema's
+// defaults, generated column and checks), and with every index of the
+// schema too (the run index that reset and rebuild need, the BRINs, the
+// dashboards' indexes).
 
 // floorTables are the tables a floor fills, made like the schema's.
 var floorTables = []struct{ name, like, key string }{
@@ -104,7 +106,7 @@ func contractFloor(ctx context.Context, dbURL string, shares []floorShare, schem
 	}
 	ddl := ""
 	for _, t := range floorTables {
-		like := "LIKE " + t.like + " INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (" + t.key + ")"
+		like := "LIKE " + t.like + " INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS, PRIMARY KEY (" + t.key + ")"
 		if schema {
 			like = "LIKE " + t.like + " INCLUDING ALL"
 		}
