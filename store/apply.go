@@ -39,7 +39,7 @@ import (
 // CONFLICT ... DO UPDATE, which costs about twice as much a row) from a
 // savepoint when a step is already stored. A partition whose batches keep
 // meeting stored steps, as a live stream's do, upserts at once, trying
-// the plain insert again now and then (fastState).
+// the plain insert again now and then (ways).
 func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error) {
 	l := b.Lease
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
@@ -50,7 +50,7 @@ func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error
 		return model.Applied{}, fmt.Errorf("apply batch %s/%d [%d, %d): %w", l.Topic, l.Partition, l.NextOffset, b.End, err)
 	}
 	defer release()
-	w := s.newWork(b, s.dups.met(tp))
+	w := s.newWork(b, s.ways.safeEvents(tp))
 	defer func() { w.release() }()
 	res, stored, err := s.apply(ctx, w)
 	conflicts := 0
@@ -63,7 +63,7 @@ func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error
 			w = s.newWork(b, w.safe)
 		case errors.Is(err, errStoredDuplicate):
 			conflicts = 1
-			s.dups.set(tp, true)
+			s.ways.eventsMet(tp, true)
 			w.safe = true
 		default:
 			again = false
@@ -72,7 +72,7 @@ func (s *Store) Apply(ctx context.Context, b *model.Batch) (model.Applied, error
 		res, stored, err = s.apply(ctx, w)
 	}
 	if w.safe && err == nil {
-		s.dups.set(tp, stored > 0)
+		s.ways.eventsMet(tp, stored > 0)
 	}
 	res.CopyConflicts = conflicts
 	if err = classify(err); err != nil {
@@ -256,17 +256,17 @@ func (s *Store) apply(ctx context.Context, w *work) (res model.Applied, stored i
 		dbsqlc.QueueUnknownProjections(q, s.names(), &unknown)
 	}
 	tp := model.TopicPartition{Topic: l.Topic, Partition: l.Partition}
-	fast := fastFrom >= 0 && s.fastMerges.use(tp)
+	fast := fastFrom >= 0 && s.ways.fastMerges(tp)
 	second := &pgx.Batch{}
 	queue(second, merges, fast)
 	err = conn.SendBatch(ctx, second).Close()
 	if fast && err == nil {
-		s.fastMerges.succeeded(tp)
+		s.ways.mergesSucceeded(tp)
 	}
 	stepConflicts := 0
 	if fast && isFastMergeConflict(err, merges) {
 		stepConflicts = 1
-		s.fastMerges.conflicted(tp)
+		s.ways.mergesConflicted(tp)
 		// On its own: until it has run, the transaction refuses even to
 		// prepare the statements of a batch.
 		if _, err = conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+fastMergesSavepoint); err == nil {
@@ -373,86 +373,88 @@ func isFastMergeConflict(err error, ms []merge) bool {
 	return false
 }
 
-// fastState remembers which partitions' merges met stored rows the fast
-// way, so that their next batches merge the usual way at once. The pause
-// doubles with each failed try, up to fastPause batches, and ends with a
-// try that succeeds: a backlog, where a step is stored only when a batch
-// boundary cut its events apart, tries the fast way nearly every batch;
-// a live stream, whose steps start in one batch and end in a later one,
-// tries it once every fastPause+1 batches instead of paying for each step
-// twice.
-type fastState struct {
+// ways remembers, for each partition, which way its next batch goes.
+//
+// Events: a partition whose last batch met a stored event_id goes the
+// safe way at once, until one of its batches finds none stored.
+//
+// Merges: a partition whose merges met stored rows the fast way merges
+// the usual way for a pause that doubles with each failed try, up to
+// fastPause batches, and ends with a try that succeeds: a backlog, where
+// a step is stored only when a batch boundary cut its events apart,
+// tries the fast way nearly every batch; a live stream, whose steps
+// start in one batch and end in a later one, tries it once every
+// fastPause+1 batches instead of paying for each step twice.
+type ways struct {
 	mu sync.Mutex
-	m  map[model.TopicPartition]*fastPauseState
+	m  map[model.TopicPartition]*partitionWays
 }
 
-type fastPauseState struct {
-	pause int // batches to merge the usual way after the last failed try
-	left  int // of those, how many are still to come
+// partitionWays is one partition's memory; the zero value (no entry) is
+// the fast way for both.
+type partitionWays struct {
+	safeEvents bool
+	pause      int // batches to merge the usual way after the last failed try
+	left       int // of those, how many are still to come
 }
 
 // fastPause is the longest pause.
 const fastPause = 8
 
-// use reports whether the partition's next batch may take the fast way.
-func (f *fastState) use(tp model.TopicPartition) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	st := f.m[tp]
-	if st == nil || st.left == 0 {
-		return true
+// update calls f with tp's memory, made if need be, and forgets it when f
+// leaves it at the zero value.
+func (w *ways) update(tp model.TopicPartition, f func(*partitionWays)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[model.TopicPartition]*partitionWays{}
 	}
-	st.left--
-	return false
-}
-
-// conflicted: the partition's fast way met a stored row.
-func (f *fastState) conflicted(tp model.TopicPartition) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.m == nil {
-		f.m = map[model.TopicPartition]*fastPauseState{}
-	}
-	st := f.m[tp]
+	st := w.m[tp]
 	if st == nil {
-		st = &fastPauseState{}
-		f.m[tp] = st
+		st = &partitionWays{}
+		w.m[tp] = st
 	}
-	st.pause = min(max(2*st.pause, 1), fastPause)
-	st.left = st.pause
-}
-
-// succeeded: the partition's fast way met no stored row.
-func (f *fastState) succeeded(tp model.TopicPartition) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.m, tp)
-}
-
-// dupState remembers which partitions met an already stored event_id in
-// their last batch, so that their next batch goes the safe way at once.
-type dupState struct {
-	mu sync.Mutex
-	m  map[model.TopicPartition]bool
-}
-
-func (d *dupState) met(tp model.TopicPartition) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.m[tp]
-}
-
-func (d *dupState) set(tp model.TopicPartition, met bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.m == nil {
-		d.m = map[model.TopicPartition]bool{}
+	f(st)
+	if *st == (partitionWays{}) {
+		delete(w.m, tp)
 	}
-	if met {
-		d.m[tp] = true
-	} else {
-		delete(d.m, tp)
-	}
+}
+
+// safeEvents reports whether the partition's next batch stores its
+// events the safe way.
+func (w *ways) safeEvents(tp model.TopicPartition) (safe bool) {
+	w.update(tp, func(st *partitionWays) { safe = st.safeEvents })
+	return safe
+}
+
+// eventsMet records whether the partition's last batch met stored
+// event_ids.
+func (w *ways) eventsMet(tp model.TopicPartition, met bool) {
+	w.update(tp, func(st *partitionWays) { st.safeEvents = met })
+}
+
+// fastMerges reports whether the partition's next batch may merge the
+// fast way, and counts the batch against a pause.
+func (w *ways) fastMerges(tp model.TopicPartition) (fast bool) {
+	w.update(tp, func(st *partitionWays) {
+		if fast = st.left == 0; !fast {
+			st.left--
+		}
+	})
+	return fast
+}
+
+// mergesConflicted: the partition's fast way met a stored row.
+func (w *ways) mergesConflicted(tp model.TopicPartition) {
+	w.update(tp, func(st *partitionWays) {
+		st.pause = min(max(2*st.pause, 1), fastPause)
+		st.left = st.pause
+	})
+}
+
+// mergesSucceeded: the partition's fast way met no stored row.
+func (w *ways) mergesSucceeded(tp model.TopicPartition) {
+	w.update(tp, func(st *partitionWays) { st.pause, st.left = 0, 0 })
 }
 
 // storeEvents inserts events that came from one topic partition, skipping

@@ -56,9 +56,9 @@ func (s *Store) MergeSteps(ctx context.Context, steps []model.Step, queued bool)
 // FastMergesPaused returns how many more batches of a partition merge the
 // usual way because its fast way met a stored row.
 func FastMergesPaused(s *Store, topic string, partition int32) int {
-	s.fastMerges.mu.Lock()
-	defer s.fastMerges.mu.Unlock()
-	if st := s.fastMerges.m[model.TopicPartition{Topic: topic, Partition: partition}]; st != nil {
+	s.ways.mu.Lock()
+	defer s.ways.mu.Unlock()
+	if st := s.ways.m[model.TopicPartition{Topic: topic, Partition: partition}]; st != nil {
 		return st.left
 	}
 	return 0

@@ -23,11 +23,9 @@ import (
 type Store struct {
 	pool *pgxpool.Pool
 	q    *dbsqlc.Queries
-	// dups: the partitions whose batches meet stored event_ids (Apply).
-	dups dupState
-	// fastMerges: the partitions whose merges met stored rows the fast
-	// way (Apply).
-	fastMerges fastState
+	// ways: which way each partition's next batch stores its events and
+	// merges (Apply).
+	ways ways
 	// slots holds a token per batch transaction in flight (Parallelism).
 	slots chan struct{}
 	// copies: the batch COPYs seen waiting on their client (stalled.go).
