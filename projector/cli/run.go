@@ -129,6 +129,7 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	// its cancelled context.
 	for _, step := range []func() error{
 		func() error { return a.checkSchema(ctx, cmd, st) },
+		func() error { a.warnIndexMemory(ctx, st); return nil },
 		func() error { return a.checkSQLProjections(ctx, st) },
 		func() error { return a.checkKafka(ctx, cfg) },
 		func() error { return a.setupProjections(ctx, st) },
@@ -165,6 +166,22 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 		"batch_p50_ms": ms(m.BatchQuantile(0.5)), "batch_p99_ms": ms(m.BatchQuantile(0.99)),
 	}).Info("stopped")
 	return err
+}
+
+// warnIndexMemory says, once at start, when the indexes that every batch
+// writes have outgrown shared_buffers, the point from which throughput
+// falls as the history grows. It never stops the worker: a server that
+// cannot answer is said at debug level only.
+func (a *app) warnIndexMemory(ctx context.Context, st *store.Store) {
+	m, err := st.IndexMemory(ctx)
+	if err != nil {
+		a.log.WithError(err).Debug("could not compare the indexes with shared_buffers")
+		return
+	}
+	if m.Outgrown() {
+		a.log.WithFields(logrus.Fields{"indexes_mb": m.Indexes >> 20, "shared_buffers_mb": m.SharedBuffers >> 20}).
+			Warn("the indexes of workflow_events, workflow_runs and workflow_steps outgrow shared_buffers: batches read index pages from outside PostgreSQL's cache and throughput falls as the history grows; raise shared_buffers to hold them or prune the history (README: PostgreSQL server settings)")
+	}
 }
 
 // checkSchema waits for PostgreSQL (retrying, it may be starting) and

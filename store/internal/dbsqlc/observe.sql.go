@@ -11,6 +11,32 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const indexMemory = `-- name: IndexMemory :one
+SELECT
+    (SELECT coalesce(sum(pg_indexes_size(c.oid)), 0)
+     FROM pg_catalog.pg_class AS c
+     WHERE c.oid IN ('workflow_events'::regclass, 'workflow_runs'::regclass, 'workflow_steps'::regclass))::bigint AS indexes,
+    (SELECT s.setting::bigint * pg_size_bytes(s.unit)
+     FROM pg_catalog.pg_settings AS s
+     WHERE s.name = 'shared_buffers')::bigint AS shared_buffers
+`
+
+type IndexMemoryRow struct {
+	Indexes       int64
+	SharedBuffers int64
+}
+
+// The bytes of the indexes of the tables every batch writes, and of
+// shared_buffers. Once the first outgrow the second, batches read index
+// pages from outside PostgreSQL's cache and throughput falls as the
+// history grows (README, "PostgreSQL server settings").
+func (q *Queries) IndexMemory(ctx context.Context, db DBTX) (IndexMemoryRow, error) {
+	row := db.QueryRow(ctx, indexMemory)
+	var i IndexMemoryRow
+	err := row.Scan(&i.Indexes, &i.SharedBuffers)
+	return i, err
+}
+
 const recordHighWatermark = `-- name: RecordHighWatermark :execrows
 
 UPDATE consumer_offsets
