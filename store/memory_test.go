@@ -6,11 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/store"
-	"github.com/projector-run/projector/store/storetest"
 )
 
 // TestIndexMemory: the size it reads is that of every index of the three
@@ -20,20 +18,7 @@ import (
 func TestIndexMemory(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	roles := storetest.NewRoles(t)
-	owner, err := store.Open(ctx, store.Config{URL: roles.OwnerURL})
-	require.NoError(t, err)
-	t.Cleanup(owner.Close)
-	m, err := owner.NewMigrator()
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
-	conn, err := pgx.Connect(ctx, roles.OwnerURL)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, roles.READMEGrants(t))
-	require.NoError(t, err)
+	roles, conn := migratedWithREADMEGrants(t)
 	st, err := store.Open(ctx, store.Config{URL: roles.WorkerURL})
 	require.NoError(t, err)
 	t.Cleanup(st.Close)

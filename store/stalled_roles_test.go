@@ -20,20 +20,7 @@ import (
 func TestReapAsTheWorkerRole(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	roles := storetest.NewRoles(t)
-	owner, err := store.Open(ctx, store.Config{URL: roles.OwnerURL})
-	require.NoError(t, err)
-	t.Cleanup(owner.Close)
-	m, err := owner.NewMigrator()
-	require.NoError(t, err)
-	_, err = m.Up(ctx)
-	require.NoError(t, err)
-	require.NoError(t, m.Close())
-	conn, err := pgx.Connect(ctx, roles.OwnerURL)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, roles.READMEGrants(t))
-	require.NoError(t, err)
+	roles, _ := migratedWithREADMEGrants(t)
 
 	const after = time.Second
 	st, err := store.Open(ctx, store.Config{URL: roles.WorkerURL, StalledCopyAfter: after})
@@ -57,4 +44,27 @@ func TestReapAsTheWorkerRole(t *testing.T) {
 	require.NoError(t, err, "the worker role may end a session of its own role")
 	require.Len(t, got, 1, "the worker role sees its role's frozen COPY")
 	require.Equal(t, int32(frozen.PID()), got[0].PID)
+}
+
+// migratedWithREADMEGrants returns a database of the test's own, migrated
+// by its owner role, with the README's least-privilege GRANTs run, and a
+// connection of the owner to it, closed with the test.
+func migratedWithREADMEGrants(t *testing.T) (*storetest.Roles, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	roles := storetest.NewRoles(t)
+	owner, err := store.Open(ctx, store.Config{URL: roles.OwnerURL})
+	require.NoError(t, err)
+	defer owner.Close()
+	m, err := owner.NewMigrator()
+	require.NoError(t, err)
+	_, err = m.Up(ctx)
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	conn, err := pgx.Connect(ctx, roles.OwnerURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, roles.READMEGrants(t))
+	require.NoError(t, err)
+	return roles, conn
 }
