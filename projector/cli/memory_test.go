@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -13,26 +15,15 @@ import (
 	"github.com/projector-run/projector/store/storetest"
 )
 
-// TestRunWarnsWhenIndexesOutgrowSharedBuffers: run says at start, once,
-// when the indexes every batch writes have outgrown the server's
-// shared_buffers, and not before. The test grows them past the test
-// server's shared_buffers for real: an index on workflow_events of its
-// own, with one key of 900 incompressible bytes to a page (fillfactor
-// 10), as many keys as shared_buffers has pages.
-func TestRunWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
-	t.Parallel()
+const indexMemoryWarning = "outgrow shared_buffers"
+
+// growIndexesPastSharedBuffers grows the indexes of workflow_events past
+// the test server's shared_buffers for real: an index of its own, with one
+// key of 900 incompressible bytes to a page (fillfactor 10), as many keys
+// as shared_buffers has pages.
+func growIndexesPastSharedBuffers(t *testing.T, url string) {
+	t.Helper()
 	ctx := context.Background()
-	cluster := kafkatest.New(t, "events-m", 2)
-	kafkatest.Produce(t, cluster, "events-m", eventgen.Generate(eventgen.Config{Seed: 5, Runs: 20}).Messages)
-	url := storetest.URL(t)
-	args := []string{"--brokers", cluster.ListenAddrs()[0], "--topics", "events-m", "--database-url", url,
-		"--log-format", "json", "run", "--until-caught-up"}
-	const warning = "outgrow shared_buffers"
-
-	code, _, stderr := runCLI(t, args...)
-	require.Equal(t, 0, code, stderr)
-	require.NotContains(t, stderr, warning, "a small database fits")
-
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
@@ -47,10 +38,62 @@ func TestRunWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, `CREATE INDEX workflow_events_pad_idx ON workflow_events ((payload->>'pad')) WITH (fillfactor = 10)`)
 	require.NoError(t, err)
+}
 
+// TestRunWarnsWhenIndexesOutgrowSharedBuffers: run says at start, once,
+// when the indexes every batch writes have outgrown the server's
+// shared_buffers, and not before.
+func TestRunWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
+	t.Parallel()
+	cluster := kafkatest.New(t, "events-m", 2)
+	kafkatest.Produce(t, cluster, "events-m", eventgen.Generate(eventgen.Config{Seed: 5, Runs: 20}).Messages)
+	url := storetest.URL(t)
+	args := []string{"--brokers", cluster.ListenAddrs()[0], "--topics", "events-m", "--database-url", url,
+		"--log-format", "json", "run", "--until-caught-up"}
+
+	code, _, stderr := runCLI(t, args...)
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stderr, indexMemoryWarning, "a small database fits")
+
+	growIndexesPastSharedBuffers(t, url)
 	code, _, stderr = runCLI(t, args...)
 	require.Equal(t, 0, code, stderr)
-	require.Equal(t, 1, strings.Count(stderr, warning), stderr)
+	require.Equal(t, 1, strings.Count(stderr, indexMemoryWarning), stderr)
 	require.Contains(t, stderr, `"level":"warning"`)
 	require.Contains(t, stderr, `"shared_buffers_mb":`)
+}
+
+// TestRunningWorkerWarnsWhenIndexesOutgrowSharedBuffers: a worker that
+// runs while its history grows says so, once, when a later check finds
+// the indexes grown past shared_buffers. Not parallel: it shortens the
+// interval between checks for the whole package.
+func TestRunningWorkerWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
+	every := indexMemoryEvery.Load()
+	indexMemoryEvery.Store(int64(50 * time.Millisecond))
+	t.Cleanup(func() { indexMemoryEvery.Store(every) })
+	cluster := kafkatest.New(t, "events-w", 2)
+	kafkatest.Produce(t, cluster, "events-w", eventgen.Generate(eventgen.Config{Seed: 6, Runs: 20}).Messages)
+	url := storetest.URL(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &lockedBuffer{}
+	exit := make(chan int, 1)
+	go func() {
+		exit <- Run(ctx, []string{"projector", "--brokers", cluster.ListenAddrs()[0], "--topics", "events-w",
+			"--database-url", url, "--log-format", "json", "--log-level", "debug", "run"}, io.Discard, stderr)
+	}()
+	checks := func() int { return strings.Count(stderr.String(), "compared the indexes with shared_buffers") }
+	waitUntil(t, time.Minute, func() bool { return checks() >= 3 }, "the worker never checked the indexes again:\n%s", stderr)
+	require.NotContains(t, stderr.String(), indexMemoryWarning, "a small database fits")
+
+	growIndexesPastSharedBuffers(t, url)
+	waitUntil(t, time.Minute, func() bool { return strings.Contains(stderr.String(), indexMemoryWarning) },
+		"the worker never warned:\n%s", stderr)
+	after := checks()
+	waitUntil(t, time.Minute, func() bool { return checks() >= after+3 }, "the worker stopped checking:\n%s", stderr)
+	require.Equal(t, 1, strings.Count(stderr.String(), indexMemoryWarning), "once, not at every check")
+
+	cancel()
+	require.Equal(t, 0, <-exit, stderr.String())
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -129,7 +130,6 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	// its cancelled context.
 	for _, step := range []func() error{
 		func() error { return a.checkSchema(ctx, cmd, st) },
-		func() error { a.warnIndexMemory(ctx, st); return nil },
 		func() error { return a.checkSQLProjections(ctx, st) },
 		func() error { return a.checkKafka(ctx, cfg) },
 		func() error { return a.setupProjections(ctx, st) },
@@ -154,7 +154,17 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
+	im := &indexMemory{log: a.log, st: st}
+	im.check(ctx)
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		im.watch(watchCtx, time.Duration(indexMemoryEvery.Load()))
+	}()
 	err := w.Run(ctx)
+	stopWatching()
+	<-watched
 	if errors.Is(err, model.ErrProjectionNotLoaded) {
 		err = usageError{err}
 	}
@@ -168,19 +178,52 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	return err
 }
 
-// warnIndexMemory says, once at start, when the indexes that every batch
-// writes have outgrown shared_buffers, the point from which throughput
-// falls as the history grows. It never stops the worker: a server that
-// cannot answer is said at debug level only.
-func (a *app) warnIndexMemory(ctx context.Context, st *store.Store) {
-	m, err := st.IndexMemory(ctx)
+// indexMemoryEvery is how often a running worker compares the indexes
+// with shared_buffers again (a time.Duration; tests shorten it).
+var indexMemoryEvery atomic.Int64
+
+func init() { indexMemoryEvery.Store(int64(10 * time.Minute)) }
+
+// indexMemory warns when the indexes that every batch writes have
+// outgrown shared_buffers, the point from which throughput falls as the
+// history grows: at start, and then once each time a check finds them
+// grown past it (a history grows under a worker that runs for months).
+// It never stops the worker: a check the server cannot answer is said
+// at debug level only.
+type indexMemory struct {
+	log      logrus.FieldLogger
+	st       *store.Store
+	outgrown bool // at the last check that was answered
+}
+
+func (im *indexMemory) check(ctx context.Context) {
+	m, err := im.st.IndexMemory(ctx)
 	if err != nil {
-		a.log.WithError(err).Debug("could not compare the indexes with shared_buffers")
+		if ctx.Err() == nil {
+			im.log.WithError(err).Debug("could not compare the indexes with shared_buffers")
+		}
 		return
 	}
-	if m.Outgrown() {
-		a.log.WithFields(logrus.Fields{"indexes_mb": m.Indexes >> 20, "shared_buffers_mb": m.SharedBuffers >> 20}).
+	im.log.WithFields(logrus.Fields{"indexes_mb": m.Indexes >> 20, "shared_buffers_mb": m.SharedBuffers >> 20}).
+		Debug("compared the indexes with shared_buffers")
+	if m.Outgrown() && !im.outgrown {
+		im.log.WithFields(logrus.Fields{"indexes_mb": m.Indexes >> 20, "shared_buffers_mb": m.SharedBuffers >> 20}).
 			Warn("the indexes of workflow_events, workflow_runs and workflow_steps outgrow shared_buffers: batches read index pages from outside PostgreSQL's cache and throughput falls as the history grows; raise shared_buffers to hold them or prune the history (README: PostgreSQL server settings)")
+	}
+	im.outgrown = m.Outgrown()
+}
+
+// watch checks every interval until ctx ends.
+func (im *indexMemory) watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			im.check(ctx)
+		}
 	}
 }
 
