@@ -2,16 +2,21 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector-run/projector/projector/eventgen"
 	"github.com/projector-run/projector/projector/kafkatest"
+	"github.com/projector-run/projector/store"
 	"github.com/projector-run/projector/store/storetest"
 )
 
@@ -58,9 +63,27 @@ func TestRunWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
 	growIndexesPastSharedBuffers(t, url)
 	code, _, stderr = runCLI(t, args...)
 	require.Equal(t, 0, code, stderr)
-	require.Equal(t, 1, strings.Count(stderr, indexMemoryWarning), stderr)
-	require.Contains(t, stderr, `"level":"warning"`)
-	require.Contains(t, stderr, `"shared_buffers_mb":`)
+	requireOneIndexMemoryWarning(t, stderr)
+}
+
+// requireOneIndexMemoryWarning checks that the JSON log lines in stderr
+// hold one warning that the indexes outgrow shared_buffers, with sizes
+// that say so.
+func requireOneIndexMemoryWarning(t *testing.T, stderr string) {
+	t.Helper()
+	var warnings []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var l map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &l), line)
+		if msg, _ := l["msg"].(string); strings.Contains(msg, indexMemoryWarning) {
+			warnings = append(warnings, l)
+		}
+	}
+	require.Len(t, warnings, 1, stderr)
+	w := warnings[0]
+	require.Equal(t, "warning", w["level"])
+	require.Greater(t, w["indexes_mb"], w["shared_buffers_mb"])
+	require.Positive(t, w["shared_buffers_mb"])
 }
 
 // TestRunningWorkerWarnsWhenIndexesOutgrowSharedBuffers: a worker that
@@ -83,6 +106,18 @@ func TestRunningWorkerWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
 		exit <- Run(ctx, []string{"projector", "--brokers", cluster.ListenAddrs()[0], "--topics", "events-w",
 			"--database-url", url, "--log-format", "json", "--log-level", "debug", "run"}, io.Discard, stderr)
 	}()
+	stopped := false
+	t.Cleanup(func() { // also when a check below fails: no worker outlives the test
+		cancel()
+		if stopped {
+			return
+		}
+		select {
+		case <-exit:
+		case <-time.After(time.Minute):
+			t.Error("the worker did not stop within a minute of its context's end")
+		}
+	})
 	checks := func() int { return strings.Count(stderr.String(), "compared the indexes with shared_buffers") }
 	waitUntil(t, time.Minute, func() bool { return checks() >= 3 }, "the worker never checked the indexes again:\n%s", stderr)
 	require.NotContains(t, stderr.String(), indexMemoryWarning, "a small database fits")
@@ -92,8 +127,60 @@ func TestRunningWorkerWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
 		"the worker never warned:\n%s", stderr)
 	after := checks()
 	waitUntil(t, time.Minute, func() bool { return checks() >= after+3 }, "the worker stopped checking:\n%s", stderr)
-	require.Equal(t, 1, strings.Count(stderr.String(), indexMemoryWarning), "once, not at every check")
+	requireOneIndexMemoryWarning(t, stderr.String()) // once, not at every check
 
 	cancel()
-	require.Equal(t, 0, <-exit, stderr.String())
+	select {
+	case code := <-exit:
+		stopped = true
+		require.Equal(t, 0, code, stderr.String())
+	case <-time.After(time.Minute):
+		t.Fatal("the worker did not stop within a minute of its context's end")
+	}
+}
+
+// TestIndexMemoryWarnsOnEachCrossing: a check warns when the indexes
+// have grown past shared_buffers since the last answered check, not at
+// every check while they stay past it, again after they fit for a while,
+// and a check that fails changes nothing. (The numbers are given; the
+// query behind them is TestIndexMemory's, against the server.)
+func TestIndexMemoryWarnsOnEachCrossing(t *testing.T) {
+	t.Parallel()
+	log, hook := logtest.NewNullLogger()
+	fits := store.IndexMemory{Indexes: 1 << 20, SharedBuffers: 128 << 20}
+	outgrown := store.IndexMemory{Indexes: 129 << 20, SharedBuffers: 128 << 20}
+	failed := store.IndexMemory{Indexes: -1}
+	var next store.IndexMemory
+	im := &indexMemory{log: log, read: func(context.Context) (store.IndexMemory, error) {
+		if next == failed {
+			return store.IndexMemory{}, errors.New("canceling statement due to lock timeout")
+		}
+		return next, nil
+	}}
+	for i, step := range []struct {
+		read store.IndexMemory
+		warn bool
+	}{
+		{fits, false},
+		{outgrown, true},
+		{outgrown, false},
+		{failed, false},
+		{outgrown, false},
+		{fits, false},
+		{failed, false},
+		{outgrown, true},
+	} {
+		hook.Reset()
+		next = step.read
+		im.check(context.Background())
+		warned := false
+		for _, e := range hook.AllEntries() {
+			if e.Level == logrus.WarnLevel && strings.Contains(e.Message, indexMemoryWarning) {
+				warned = true
+				require.Equal(t, int64(129), e.Data["indexes_mb"])
+				require.Equal(t, int64(128), e.Data["shared_buffers_mb"])
+			}
+		}
+		require.Equal(t, step.warn, warned, "check %d", i)
+	}
 }

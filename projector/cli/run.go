@@ -128,8 +128,10 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	// a broker that may be down is waited for. A SIGINT or SIGTERM during
 	// any step ends the worker with exit code 0, whatever the step says of
 	// its cancelled context.
+	im := &indexMemory{log: a.log, read: st.IndexMemory}
 	for _, step := range []func() error{
 		func() error { return a.checkSchema(ctx, cmd, st) },
+		func() error { im.check(ctx); return nil },
 		func() error { return a.checkSQLProjections(ctx, st) },
 		func() error { return a.checkKafka(ctx, cfg) },
 		func() error { return a.setupProjections(ctx, st) },
@@ -154,8 +156,6 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
-	im := &indexMemory{log: a.log, st: st}
-	im.check(ctx)
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() {
@@ -188,30 +188,41 @@ func init() { indexMemoryEvery.Store(int64(10 * time.Minute)) }
 // outgrown shared_buffers, the point from which throughput falls as the
 // history grows: at start, and then once each time a check finds them
 // grown past it (a history grows under a worker that runs for months).
-// It never stops the worker: a check the server cannot answer is said
-// at debug level only.
+// It never stops the worker: a check the server cannot answer, or not
+// within indexMemoryTimeout (a table locked by an ALTER or a VACUUM
+// FULL), is said at debug level only and changes nothing.
 type indexMemory struct {
 	log      logrus.FieldLogger
-	st       *store.Store
-	outgrown bool // at the last check that was answered
+	read     func(context.Context) (store.IndexMemory, error) // Store.IndexMemory
+	outgrown bool                                             // at the last check that was answered
 }
 
+// indexMemoryTimeout bounds one check.
+const indexMemoryTimeout = 10 * time.Second
+
 func (im *indexMemory) check(ctx context.Context) {
-	m, err := im.st.IndexMemory(ctx)
+	cctx, cancel := context.WithTimeout(ctx, indexMemoryTimeout)
+	defer cancel()
+	m, err := im.read(cctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			im.log.WithError(err).Debug("could not compare the indexes with shared_buffers")
 		}
 		return
 	}
-	im.log.WithFields(logrus.Fields{"indexes_mb": m.Indexes >> 20, "shared_buffers_mb": m.SharedBuffers >> 20}).
-		Debug("compared the indexes with shared_buffers")
+	fields := logrus.Fields{"indexes_mb": mib(m.Indexes), "shared_buffers_mb": mib(m.SharedBuffers)}
+	im.log.WithFields(fields).Debug("compared the indexes with shared_buffers")
 	if m.Outgrown() && !im.outgrown {
-		im.log.WithFields(logrus.Fields{"indexes_mb": m.Indexes >> 20, "shared_buffers_mb": m.SharedBuffers >> 20}).
-			Warn("the indexes of workflow_events, workflow_runs and workflow_steps outgrow shared_buffers: batches read index pages from outside PostgreSQL's cache and throughput falls as the history grows; raise shared_buffers to hold them or prune the history (README: PostgreSQL server settings)")
+		im.log.WithFields(fields).Warn("the indexes of workflow_events, workflow_runs and workflow_steps outgrow shared_buffers: " +
+			"batches read index pages from outside PostgreSQL's cache and throughput falls as the history grows; " +
+			"raise shared_buffers to hold them, or prune the history and then REINDEX CONCURRENTLY (README: PostgreSQL server settings, Retention)")
 	}
 	im.outgrown = m.Outgrown()
 }
+
+// mib is n bytes in MiB, rounded up, so that indexes just past
+// shared_buffers do not read as equal to it.
+func mib(n int64) int64 { return (n + 1<<20 - 1) >> 20 }
 
 // watch checks every interval until ctx ends.
 func (im *indexMemory) watch(ctx context.Context, every time.Duration) {
@@ -257,7 +268,8 @@ func (a *app) checkSchema(ctx context.Context, cmd *cli.Command, st *store.Store
 }
 
 // sideConns are the connections beside the batch transactions: idle
-// claims' lease checks, high watermarks, the caught-up check.
+// claims' lease checks, high watermarks, the caught-up check, the
+// indexes' size against shared_buffers.
 const sideConns = 4
 
 // connections reads --parallelism and --db-max-conns. Either one set
