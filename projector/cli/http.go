@@ -51,14 +51,15 @@ func listenHTTP(addr string) (net.Listener, error) {
 }
 
 // newRegistry returns a registry with the Go runtime's and the process's
-// metrics and the worker's.
-func newRegistry(m *consumer.Metrics) *prometheus.Registry {
+// metrics, the worker's, and more.
+func newRegistry(m *consumer.Metrics, more ...prometheus.Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m,
 	)
+	reg.MustRegister(more...)
 	return reg
 }
 

@@ -157,6 +157,10 @@ func TestRunServesMetricsHealthAndReadiness(t *testing.T) {
 	require.Positive(t, total(samples(families, "projector_batch_transaction_seconds", "")))
 	require.GreaterOrEqual(t, total(samples(families, "projector_rebalances_total", "")), 1.0)
 	require.Equal(t, 3.0, total(samples(families, "projector_claimed_partitions", "")))
+	var sharedBuffers float64
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT pg_size_bytes(current_setting('shared_buffers'))::float8`).Scan(&sharedBuffers))
+	require.Equal(t, sharedBuffers, total(samples(families, "projector_shared_buffers_bytes", "")))
+	require.Positive(t, total(samples(families, "projector_index_bytes", "")))
 	for _, name := range []string{"projector_fence_rejections_total", "projector_incidents_total",
 		"go_goroutines", "go_gc_duration_seconds", "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes"} {
 		require.Contains(t, families, name)

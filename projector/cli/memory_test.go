@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/require"
@@ -151,12 +153,14 @@ func TestIndexMemoryWarnsOnEachCrossing(t *testing.T) {
 	outgrown := store.IndexMemory{Indexes: 129 << 20, SharedBuffers: 128 << 20}
 	failed := store.IndexMemory{Indexes: -1}
 	var next store.IndexMemory
-	im := &indexMemory{log: log, read: func(context.Context) (store.IndexMemory, error) {
+	im := newIndexMemory(log, func(context.Context) (store.IndexMemory, error) {
 		if next == failed {
 			return store.IndexMemory{}, errors.New("canceling statement due to lock timeout")
 		}
 		return next, nil
-	}}
+	})
+	require.True(t, math.IsNaN(testutil.ToFloat64(im.indexes)), "unknown until a check is answered")
+	last := fits
 	for i, step := range []struct {
 		read store.IndexMemory
 		warn bool
@@ -182,5 +186,10 @@ func TestIndexMemoryWarnsOnEachCrossing(t *testing.T) {
 			}
 		}
 		require.Equal(t, step.warn, warned, "check %d", i)
+		if step.read != failed {
+			last = step.read
+		}
+		require.Equal(t, float64(last.Indexes), testutil.ToFloat64(im.indexes), "check %d: the last answered check's", i)
+		require.Equal(t, float64(last.SharedBuffers), testutil.ToFloat64(im.sharedBuffers), "check %d", i)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v3"
 	"golang.org/x/sync/errgroup"
@@ -92,6 +94,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 		defer ln.Close()
 	}
 	metrics := consumer.NewMetrics()
+	im := newIndexMemory(a.log, st.IndexMemory)
 	cfg.Observer = metrics
 	cfg.Middleware = append(cfg.Middleware, metrics.Measure)
 	w, err := consumer.NewWorker(cfg, st, a.log)
@@ -107,7 +110,7 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 			return err
 		}
 		defer probe.Close()
-		h := newHTTPHandler(newRegistry(metrics), []readyCheck{
+		h := newHTTPHandler(newRegistry(metrics, im.indexes, im.sharedBuffers), []readyCheck{
 			databaseCheck(probe),
 			kafkaCheck(cfg),
 			workerCheck(w, readyRetryLimit),
@@ -116,19 +119,18 @@ func (a *app) run(ctx context.Context, cmd *cli.Command) error {
 	}
 	g.Go(func() error {
 		defer stopServing()
-		return a.runWorker(gctx, cmd, st, w, metrics, cfg)
+		return a.runWorker(gctx, cmd, st, w, metrics, im, cfg)
 	})
 	return g.Wait()
 }
 
 // runWorker waits for the database, then runs the worker until ctx ends (or
 // it has caught up, with --until-caught-up) and logs what it did.
-func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *consumer.Worker, m *consumer.Metrics, cfg consumer.Config) error {
+func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, w *consumer.Worker, m *consumer.Metrics, im *indexMemory, cfg consumer.Config) error {
 	// What is wrong in the database or the files is said at once, before
 	// a broker that may be down is waited for. A SIGINT or SIGTERM during
 	// any step ends the worker with exit code 0, whatever the step says of
 	// its cancelled context.
-	im := &indexMemory{log: a.log, read: st.IndexMemory}
 	for _, step := range []func() error{
 		func() error { return a.checkSchema(ctx, cmd, st) },
 		func() error { im.check(ctx); return nil },
@@ -195,6 +197,22 @@ type indexMemory struct {
 	log      logrus.FieldLogger
 	read     func(context.Context) (store.IndexMemory, error) // Store.IndexMemory
 	outgrown bool                                             // at the last check that was answered
+	// What the last answered check read, on /metrics, for alerts: NaN
+	// until one was.
+	indexes, sharedBuffers prometheus.Gauge
+}
+
+func newIndexMemory(log logrus.FieldLogger, read func(context.Context) (store.IndexMemory, error)) *indexMemory {
+	im := &indexMemory{
+		log: log, read: read,
+		indexes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "projector_index_bytes",
+			Help: "Size of the indexes of workflow_events, workflow_runs and workflow_steps, as of the last check (every 10 minutes)."}),
+		sharedBuffers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "projector_shared_buffers_bytes",
+			Help: "PostgreSQL's shared_buffers, as of the last check: batches slow down as the history grows once projector_index_bytes is larger."}),
+	}
+	im.indexes.Set(math.NaN())
+	im.sharedBuffers.Set(math.NaN())
+	return im
 }
 
 // indexMemoryTimeout bounds one check.
@@ -210,6 +228,8 @@ func (im *indexMemory) check(ctx context.Context) {
 		}
 		return
 	}
+	im.indexes.Set(float64(m.Indexes))
+	im.sharedBuffers.Set(float64(m.SharedBuffers))
 	fields := logrus.Fields{"indexes_mb": mib(m.Indexes), "shared_buffers_mb": mib(m.SharedBuffers)}
 	im.log.WithFields(fields).Debug("compared the indexes with shared_buffers")
 	if m.Outgrown() && !im.outgrown {
