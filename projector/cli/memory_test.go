@@ -93,9 +93,9 @@ func requireOneIndexMemoryWarning(t *testing.T, stderr string) {
 // the indexes grown past shared_buffers. Not parallel: it shortens the
 // interval between checks for the whole package.
 func TestRunningWorkerWarnsWhenIndexesOutgrowSharedBuffers(t *testing.T) {
-	every := indexMemoryEvery.Load()
-	indexMemoryEvery.Store(int64(50 * time.Millisecond))
-	t.Cleanup(func() { indexMemoryEvery.Store(every) })
+	every := indexMemoryEvery
+	indexMemoryEvery = 50 * time.Millisecond
+	t.Cleanup(func() { indexMemoryEvery = every })
 	cluster := kafkatest.New(t, "events-w", 2)
 	kafkatest.Produce(t, cluster, "events-w", eventgen.Generate(eventgen.Config{Seed: 6, Runs: 20}).Messages)
 	url := storetest.URL(t)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -162,7 +161,7 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		im.watch(watchCtx, time.Duration(indexMemoryEvery.Load()))
+		im.watch(watchCtx, indexMemoryEvery)
 	}()
 	err := w.Run(ctx)
 	stopWatching()
@@ -181,10 +180,9 @@ func (a *app) runWorker(ctx context.Context, cmd *cli.Command, st *store.Store, 
 }
 
 // indexMemoryEvery is how often a running worker compares the indexes
-// with shared_buffers again (a time.Duration; tests shorten it).
-var indexMemoryEvery atomic.Int64
-
-func init() { indexMemoryEvery.Store(int64(10 * time.Minute)) }
+// with shared_buffers again. A test that is not parallel shortens it:
+// read only when a worker starts, it is not read while that test runs.
+var indexMemoryEvery = 10 * time.Minute
 
 // indexMemory warns when the indexes that every batch writes have
 // outgrown shared_buffers, the point from which throughput falls as the
